@@ -1,0 +1,49 @@
+# isobox — the two commands of the README: `make demo` and `make test`.
+# Both install what they need first (Debian packages, a virtualenv with the project).
+
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+PYTHON   ?= python3
+APT_PKGS := busybox-static runc podman containerd conmon uidmap iproute2 libseccomp2 procps psmisc
+STAMP    := $(VENV)/.isobox-installed
+
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: all deps apt venv demo test lint typecheck unit bench clean
+
+all: test
+
+# Debian packages: installed once; a marker file records what was installed.
+apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml scripts/launcher
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	scripts/install-launcher $(PY) $(VENV)/bin/isobox-runtime isobox.runtime.cli
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+deps: apt venv
+
+demo: deps
+	$(PY) scripts/demo.py
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/mypy
+
+test: deps lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+bench: deps
+	$(PY) benchmarks/runtime_lifecycle.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

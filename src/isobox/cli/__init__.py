@@ -1,0 +1,1 @@
+"""The ``isobox`` command: parse, call the engine or the API, print."""

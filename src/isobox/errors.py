@@ -1,0 +1,28 @@
+"""The one error hierarchy of isobox: every message says what was wrong and where."""
+
+from __future__ import annotations
+
+
+class IsoboxError(Exception):
+    """Base of every error isobox reports to a user (never shown with a traceback)."""
+
+
+class ConfigError(IsoboxError):
+    """An invalid document; ``where`` is the file and JSON path, e.g. ``config.json: process.args``."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where
+        self.message = message
+
+
+class NotFoundError(IsoboxError):
+    """A named object (container, image, …) does not exist."""
+
+
+class ConflictError(IsoboxError):
+    """The object exists already, or is in the wrong state for the operation."""
+
+
+class SystemSetupError(IsoboxError):
+    """The host refused an operation (mount, cgroup write, syscall) with a reason."""
