@@ -137,7 +137,7 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 
 def join_session_keyring(name: str | None = None) -> None:
-    """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a fresh session keyring, as runc gives each container."""
+    """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a fresh session keyring per container, as runc."""
     _check(_syscall(_NR["keyctl"], 1, _b(name)), "keyctl(JOIN_SESSION_KEYRING)")
 
 
@@ -192,3 +192,11 @@ def statfs_type(path: str) -> int:
     buf = _StatFs()
     _check(_libc.statfs(_b(path), ctypes.byref(buf)), f"statfs {path}", path)
     return int(buf.f_type)
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+NS_GET_NSTYPE = 0xB703

@@ -1,0 +1,137 @@
+"""Resolve and create paths inside a root directory without ever leaving it.
+
+Every lookup goes through ``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`` relative to
+an fd of the root, so a symlink (absolute or with ``..``) in the tree is resolved as if the
+root were ``/``. Missing directories are created one component at a time with ``mkdirat``
+and re-opened with ``RESOLVE_NO_SYMLINKS``, so a symlink swapped in by a racing process is
+refused instead of followed. Callers mount onto ``/proc/self/fd/N`` of the returned fd.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from isobox.linux.syscalls import (
+    RESOLVE_BENEATH,
+    RESOLVE_IN_ROOT,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_SYMLINKS,
+    openat2,
+)
+
+IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
+O_PATH = os.O_PATH
+
+
+def fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def components(path: str) -> list[str]:
+    return [c for c in path.split("/") if c and c != "."]
+
+
+def open_in_root(rootfd: int, path: str, flags: int = O_PATH) -> int:
+    rel = "/".join(components(path)) or "."
+    return openat2(rootfd, rel, flags, IN_ROOT)
+
+
+def _open_child_nofollow(parent: int, name: str, flags: int) -> int:
+    return openat2(parent, name, flags, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
+
+
+def mkdir_all(rootfd: int, path: str, mode: int = 0o755) -> int:
+    """Open (creating as needed) the directory ``path`` inside the root; returns an O_PATH fd."""
+    try:
+        return open_in_root(rootfd, path, O_PATH | os.O_DIRECTORY)
+    except FileNotFoundError:
+        pass
+    comps = components(path)
+    cur = os.dup(rootfd)
+    try:
+        for i, comp in enumerate(comps):
+            prefix = "/".join(comps[: i + 1])
+            try:
+                nxt = openat2(rootfd, prefix, O_PATH | os.O_DIRECTORY, IN_ROOT)
+            except FileNotFoundError:
+                try:
+                    os.mkdir(comp, mode, dir_fd=cur)
+                except FileExistsError:
+                    pass
+                try:
+                    nxt = _open_child_nofollow(cur, comp, O_PATH | os.O_DIRECTORY)
+                except OSError as e:
+                    raise OSError(e.errno, f"cannot create directory /{prefix}: "
+                                  f"{os.strerror(e.errno or 0)}", "/" + prefix) from None
+            except NotADirectoryError:
+                raise NotADirectoryError(errno.ENOTDIR, f"/{prefix} is not a directory",
+                                         "/" + prefix) from None
+            os.close(cur)
+            cur = nxt
+        return cur
+    except BaseException:
+        os.close(cur)
+        raise
+
+
+def split_parent(path: str) -> tuple[str, str]:
+    comps = components(path)
+    if not comps:
+        raise IsADirectoryError(errno.EISDIR, "the root itself", path)
+    return "/".join(comps[:-1]), comps[-1]
+
+
+def open_parent(rootfd: int, path: str, mode: int = 0o755) -> tuple[int, str]:
+    """(fd of the parent directory, created as needed; final component name)."""
+    parent, name = split_parent(path)
+    if name == "..":
+        raise OSError(errno.EINVAL, f"{path}: final component may not be ..", path)
+    return mkdir_all(rootfd, parent, mode), name
+
+
+def create_file(rootfd: int, path: str, mode: int = 0o644) -> int:
+    """Open (creating if missing) the non-directory ``path`` inside the root as O_PATH.
+
+    A symlink at the final component is refused (it would be followed by the mount).
+    """
+    try:
+        fd = open_in_root(rootfd, path, O_PATH | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        pass
+    else:
+        st = os.fstat(fd)
+        if stat.S_ISLNK(st.st_mode):
+            os.close(fd)
+            raise OSError(errno.ELOOP, f"{path} is a symlink", path)
+        return fd
+    parent, name = open_parent(rootfd, path)
+    try:
+        try:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY
+                             | os.O_CLOEXEC, mode, dir_fd=parent))
+        except FileExistsError:
+            pass
+        return _open_child_nofollow(parent, name, O_PATH)
+    finally:
+        os.close(parent)
+
+
+def is_symlink_in_root(rootfd: int, path: str) -> bool:
+    """True when the final component of ``path`` (parents resolved in root) is a symlink."""
+    try:
+        parent_path, name = split_parent(path)
+    except IsADirectoryError:
+        return False
+    try:
+        parent = open_in_root(rootfd, parent_path, O_PATH | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        return stat.S_ISLNK(st.st_mode)
+    except OSError:
+        return False
+    finally:
+        os.close(parent)

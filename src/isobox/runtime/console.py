@@ -1,0 +1,76 @@
+"""Terminals: a pty made inside the container, its master sent over ``--console-socket``.
+
+The peer is obtained with ``TIOCGPTPEER`` on the master, never by opening /dev/pts/N by
+path (CVE-2025-52565), and /dev/console is a fresh file bind-mounted through an fd.
+"""
+
+from __future__ import annotations
+
+import os
+
+from isobox.errors import ConfigError, SystemSetupError
+
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+TIOCSCTTY = 0x540E
+TIOCSWINSZ = 0x5414
+
+
+def connect_console_socket(path: str) -> int:
+    """Connect to the caller's console socket (before any namespace change); returns an fd."""
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise ConfigError("--console-socket", f"cannot connect to {path}: {e.strerror}") from None
+    return s.detach()
+
+
+def setup_terminal(console_fd: int, size: dict[str, int] | None, mount_console: bool) -> None:
+    """Make a pty, send its master to the console socket, make the peer our stdio and ctty."""
+    import fcntl
+    import socket
+    import struct
+
+    from isobox.linux import safepath
+    from isobox.linux import syscalls as sc
+
+    try:
+        master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    if size:
+        fcntl.ioctl(master, TIOCSWINSZ,
+                    struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0))
+    name = os.readlink(f"/proc/self/fd/{peer}")
+    sock = socket.socket(fileno=console_fd)
+    try:
+        socket.send_fds(sock, [name.encode()], [master])
+    except OSError as e:
+        raise SystemSetupError(f"cannot send the pty master to the console socket: {e.strerror}"
+                               ) from None
+    finally:
+        sock.close()
+        os.close(master)
+    if mount_console:
+        root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = safepath.create_file(root, "/dev/console", 0o600)
+        except OSError as e:
+            raise SystemSetupError(f"/dev/console: {e.strerror}") from None
+        finally:
+            os.close(root)
+        try:
+            sc.mount(f"/proc/self/fd/{peer}", safepath.fd_path(fd), None, sc.MS_BIND)
+        finally:
+            os.close(fd)
+    fcntl.ioctl(peer, TIOCSCTTY, 0)
+    for target in (0, 1, 2):
+        os.dup2(peer, target)
+    if peer > 2:
+        os.close(peer)

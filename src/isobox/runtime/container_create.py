@@ -1,0 +1,249 @@
+"""``create``: validate the bundle, make the cgroup and state, fork the init stages, and
+return once the init process waits on ``exec.fifo``. On any error nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from isobox import fastjson
+from isobox.errors import ConfigError, IsoboxError, SystemSetupError
+from isobox.runtime.state import EXEC_FIFO, ContainerState, StateStore, write_atomic
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from isobox.cgroups import CgroupManager
+
+
+class CreateOptions:
+    __slots__ = ("bundle", "console_socket", "no_new_keyring", "no_pivot", "pid_file",
+                 "preserve_fds")
+
+    def __init__(self, bundle: str | None = None, pid_file: str | None = None,
+                 console_socket: str | None = None, no_pivot: bool = False,
+                 no_new_keyring: bool = False, preserve_fds: int = 0) -> None:
+        self.bundle = bundle
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.no_pivot = no_pivot
+        self.no_new_keyring = no_new_keyring
+        self.preserve_fds = preserve_fds
+
+
+def load_bundle(bundle: str) -> tuple[dict[str, Any], str]:
+    """(validated config, absolute rootfs path)."""
+    from isobox.oci.config import validate_config
+
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(path, f"cannot read the bundle's config: {e.strerror}") from None
+    try:
+        doc = fastjson.loads(raw)
+    except ValueError as e:
+        raise ConfigError(path, f"invalid JSON: {e}") from None
+    config = validate_config(doc)
+    root = config["root"]["path"]
+    rootfs = os.path.normpath(root if root.startswith("/") else os.path.join(bundle, root))
+    if not os.path.isdir(rootfs):
+        raise ConfigError("config.json: root.path", f"rootfs {rootfs!r} does not exist or is "
+                          "not a directory")
+    return config, rootfs
+
+
+def _precheck(config: dict[str, Any], opts: CreateOptions) -> None:
+    """Checks that need the host but change nothing, so failures leave nothing behind."""
+    from isobox.linux import capabilities as caps
+    from isobox.runtime.process import check_rlimits
+
+    process = config["process"]
+    check_rlimits(process)
+    caps.parse_caps(process.get("capabilities") or {}, "config.json: process.capabilities")
+    seccomp = config.get("linux", {}).get("seccomp")
+    if seccomp is not None:
+        from isobox.linux import seccomp as sec
+
+        sec.validate(seccomp)
+    if process.get("terminal") and not opts.console_socket:
+        raise ConfigError("config.json: process.terminal",
+                          "a terminal was requested but no --console-socket was given")
+    for key in ("apparmorProfile", "selinuxLabel"):
+        if process.get(key):
+            raise ConfigError(f"config.json: process.{key}", "not supported by isobox-runtime "
+                              "on this host (no LSM support)")
+
+
+def _rfc3339_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+
+
+def _write_id_maps(pid: int, config: dict[str, Any]) -> None:
+    linux = config.get("linux", {})
+    for key, fname in (("uidMappings", "uid_map"), ("gidMappings", "gid_map")):
+        lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n"
+                        for m in linux.get(key, []))
+        try:
+            with open(f"/proc/{pid}/{fname}", "w") as f:
+                f.write(lines)
+        except OSError as e:
+            raise SystemSetupError(f"cannot write linux.{key} to /proc/{pid}/{fname}: "
+                                   f"{e.strerror}") from None
+
+
+def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
+    from isobox.cgroups import CgroupManager, resolve_path
+    from isobox.oci.config import validate_container_id
+    from isobox.runtime import sync
+    from isobox.runtime.init import InitParams, stage_a
+    from isobox.runtime.namespaces import new_namespaces, open_joins
+
+    validate_container_id(cid)
+    bundle = os.path.abspath(opts.bundle or ".")
+    config, rootfs = load_bundle(bundle)
+    _precheck(config, opts)
+    ns_fds = open_joins(config)
+    state_dir = ""
+    mgr: CgroupManager | None = None
+    pid_a = 0
+    host_pid = 0
+    fifo_dir_fd = -1
+    console_fd = -1
+    try:
+        state_dir = store.reserve(cid)
+        os.mkfifo(os.path.join(state_dir, EXEC_FIFO), 0o622)
+        fifo_dir_fd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        linux = config.get("linux", {})
+        mgr = CgroupManager(resolve_path(linux.get("cgroupsPath"), cid))
+        mgr.create()
+        from isobox.runtime.devices_policy import effective_resources
+
+        mgr.apply(effective_resources(config))
+        if config["process"].get("terminal"):
+            from isobox.runtime.console import connect_console_socket
+
+            console_fd = connect_console_socket(opts.console_socket or "")
+        params = InitParams(
+            config=config, rootfs=rootfs, bundle=bundle, cid=cid, cgroup=mgr,
+            cgroup_mounts=mgr.hierarchies_for_mount(), ns_fds=ns_fds,
+            new_ns=new_namespaces(config), fifo_dir_fd=fifo_dir_fd, console_fd=console_fd,
+            no_pivot=opts.no_pivot, no_new_keyring=opts.no_new_keyring,
+            preserve_fds=opts.preserve_fds)
+        parent, child, parent_only = sync.pair()
+        pid_a = os.fork()
+        if pid_a == 0:  # pragma: no cover - runs in the child
+            os.close(parent.rfd)
+            os.close(parent.wfd)
+            stage_a(params, child)
+        for fd in parent_only:
+            os.close(fd)
+        if console_fd >= 0:
+            os.close(console_fd)
+            console_fd = -1
+        host_pid = _drive_init(parent, pid_a, config, cid, bundle)
+        parent.close()
+        os.waitpid(pid_a, 0)
+        pid_a = 0
+        from isobox.runtime.state import process_start_time
+
+        data: dict[str, Any] = {
+            "id": cid, "pid": host_pid, "pidStart": process_start_time(host_pid),
+            "bundle": bundle, "rootfs": rootfs, "created": _rfc3339_now(), "owner": "",
+            "cgroup": mgr.to_state(), "config": config,
+            "namespaces": new_namespaces(config),
+        }
+        state = ContainerState(cid, state_dir, data)
+        state.save()
+        if opts.pid_file:
+            write_atomic(os.path.abspath(opts.pid_file), str(host_pid).encode(), 0o644)
+        return state
+    except BaseException:
+        _undo(pid_a, host_pid, mgr, store, cid if state_dir else "")
+        raise
+    finally:
+        for fd in [fifo_dir_fd, console_fd, *ns_fds.values()]:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundle: str) -> int:
+    """Answer the init stages until stage B is ready; returns its host pid."""
+    host_pid = 0
+    pending_hooks = False
+    while True:
+        kind, arg = parent.recv()
+        if kind == "userns":
+            _write_id_maps(pid_a, config)
+            parent.send("ok")
+        elif kind == "pid":
+            host_pid = int(arg)
+        elif kind == "hooks":
+            pending_hooks = True
+        elif kind == "ready":
+            return host_pid
+        elif kind == "error":
+            raise IsoboxError(arg)
+        elif kind == "eof":
+            raise SystemSetupError("the container's init process exited during setup")
+        if pending_hooks and host_pid:
+            pending_hooks = False
+            from isobox.runtime.hooks import run_hooks
+
+            state = {"ociVersion": config.get("ociVersion", ""), "id": cid, "pid": host_pid,
+                     "status": "creating", "bundle": bundle,
+                     "annotations": config.get("annotations", {})}
+            try:
+                run_hooks(config, "prestart", state)
+                run_hooks(config, "createRuntime", state)
+            except IsoboxError as e:
+                parent.send("abort", str(e))
+                raise
+            parent.send("ok", str(host_pid))
+
+
+def _undo(pid_a: int, host_pid: int, mgr: CgroupManager | None, store: StateStore,
+          cid: str) -> None:
+    for pid in (host_pid, pid_a):
+        if pid:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+    if pid_a:
+        try:
+            os.waitpid(pid_a, 0)
+        except OSError:
+            pass
+    if mgr is not None:
+        if host_pid:
+            _wait_gone(host_pid)
+        try:
+            mgr.kill_all(9)
+        except (IsoboxError, OSError):
+            pass
+        try:
+            mgr.destroy()
+        except (IsoboxError, OSError):
+            pass
+    if cid:
+        store.remove(cid)
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        import select
+
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)

@@ -1,0 +1,208 @@
+"""The container's init, in two forked stages.
+
+Stage A joins the cgroups, joins or creates the namespaces (a new PID namespace only
+applies to children) and forks stage B, which becomes PID 1: it builds the root
+filesystem, pivots into it, drops privileges, tells the runtime it is ready, blocks on
+``exec.fifo`` until ``start`` and finally ``execve``s the container process.
+
+Both stages are non-dumpable from their first instruction, so nothing in the container can
+ptrace them or open their ``/proc/PID/exe`` (the host's Python) or fds (CVE-2019-5736).
+Errors go back to the runtime over the sync pipe; the stages never return.
+"""
+
+from __future__ import annotations
+
+import os
+
+from isobox.errors import IsoboxError
+from isobox.linux import syscalls as sc
+from isobox.runtime.namespaces import JOIN_ORDER, NS_FLAGS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+    from isobox.cgroups import CgroupManager
+    from isobox.runtime.sync import SyncPipe
+
+
+class InitParams:
+    """Everything the init stages need; handed over by fork, never serialised."""
+
+    __slots__ = ("bundle", "cgroup", "cgroup_mounts", "cid", "config", "console_fd", "fifo_dir_fd",
+                 "new_ns", "no_new_keyring", "no_pivot", "ns_fds", "preserve_fds", "rootfs")
+
+    def __init__(self, **kw: Any) -> None:
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+    config: dict[str, Any]
+    rootfs: str
+    bundle: str
+    cid: str
+    cgroup: CgroupManager | None
+    cgroup_mounts: list[dict[str, Any]]
+    ns_fds: dict[str, int]
+    new_ns: list[str]
+    fifo_dir_fd: int
+    console_fd: int
+    no_pivot: bool
+    no_new_keyring: bool
+    preserve_fds: int
+
+
+def _describe(e: BaseException) -> str:
+    from isobox.runtime.log import LOG
+
+    if LOG.debug_enabled and not isinstance(e, IsoboxError):
+        import traceback
+
+        return "".join(traceback.format_exception(e)).replace("\n", " | ")
+    if isinstance(e, IsoboxError):
+        return str(e)
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+    return f"{type(e).__name__}: {e}"
+
+
+def stage_a(p: InitParams, sync: SyncPipe) -> NoReturn:
+    try:
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        if p.cgroup is not None:
+            p.cgroup.add(os.getpid())
+        if "user" in p.ns_fds:
+            sc.setns(p.ns_fds["user"], sc.CLONE_NEWUSER)
+        elif "user" in p.new_ns:
+            sc.unshare(sc.CLONE_NEWUSER)
+            sync.send("userns")
+            kind, arg = sync.recv()
+            if kind != "ok":
+                raise IsoboxError(arg or "user namespace setup aborted")
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        for t in JOIN_ORDER:
+            if t != "user" and t in p.ns_fds:
+                sc.setns(p.ns_fds[t], NS_FLAGS[t])
+        flags = 0
+        for t in p.new_ns:
+            if t != "user":
+                flags |= NS_FLAGS[t]
+        if flags:
+            sc.unshare(flags)
+        offsets = p.config.get("linux", {}).get("timeOffsets")
+        if "time" in p.new_ns and offsets:
+            with open("/proc/self/timens_offsets", "w") as f:
+                for clock, off in offsets.items():
+                    f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
+        for fd in p.ns_fds.values():
+            os.close(fd)
+        pid = os.fork()
+        if pid == 0:
+            stage_b(p, sync)
+        sync.send("pid", str(pid))
+    except BaseException as e:
+        sync.send("error", _describe(e))
+        os._exit(1)
+    os._exit(0)
+
+
+def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
+    from isobox.runtime import process as proc
+    from isobox.runtime import rootfs as rfs
+
+    config = p.config
+    process = config["process"]
+    linux = config.get("linux", {})
+    ready = False
+    try:
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        os.setsid()
+        if not p.no_new_keyring:
+            try:
+                sc.join_session_keyring(f"_ses.{p.cid}")
+            except OSError:
+                pass  # keyrings may be unavailable (e.g. ENOSYS or quota); runc also tolerates
+        hooks = config.get("hooks", {})
+        if "mount" not in p.new_ns:
+            raise IsoboxError("config.json: linux.namespaces: a new mount namespace is required")
+        builder = rfs.RootfsBuilder(config, p.rootfs, p.bundle, cgroup_mounts=p.cgroup_mounts,
+                                    new_cgroupns="cgroup" in p.new_ns,
+                                    in_userns="user" in p.new_ns or "user" in p.ns_fds)
+        builder.prepare()
+        builder.mount_all()
+        builder.setup_dev()
+        if hooks.get("prestart") or hooks.get("createRuntime") or hooks.get("createContainer"):
+            sync.send("hooks")
+            kind, arg = sync.recv()
+            if kind != "ok":
+                raise IsoboxError(arg or "aborted by the runtime")
+            if hooks.get("createContainer"):
+                from isobox.runtime.hooks import run_hooks
+
+                run_hooks(config, "createContainer", _hook_state(p, int(arg), "created"))
+        builder.pivot(p.no_pivot)
+        if process.get("terminal"):
+            from isobox.runtime.console import setup_terminal
+
+            setup_terminal(p.console_fd, process.get("consoleSize"), True)
+        rfs.mask_paths(linux.get("maskedPaths", []))
+        rfs.readonly_paths(linux.get("readonlyPaths", []))
+        rfs.write_sysctls(linux.get("sysctl", {}))
+        if "hostname" in config:
+            sc.sethostname(config["hostname"])
+        if "domainname" in config:
+            sc.setdomainname(config["domainname"])
+        if config.get("root", {}).get("readonly"):
+            rfs.readonly_root()
+        proc.apply_rlimits(process)
+        proc.apply_scheduling(process)
+        if "personality" in linux:
+            _set_personality(linux["personality"])
+        seccomp = linux.get("seccomp")
+        if seccomp is not None and not process.get("noNewPrivileges"):
+            from isobox.linux import seccomp as sec
+
+            sec.load(seccomp)  # needs CAP_SYS_ADMIN without no_new_privs: before the cap drop
+        if process.get("noNewPrivileges"):
+            sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        proc.apply_identity_and_caps(process)
+        proc.enter_cwd(process.get("cwd", "/"))
+        path = proc.find_executable(process["args"], process.get("env", []))
+        sync.send("ready")
+        ready = True
+        sync.close()
+        fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=p.fifo_dir_fd)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(p.fifo_dir_fd)
+        if hooks.get("startContainer"):
+            from isobox.runtime.hooks import run_hooks
+
+            run_hooks(config, "startContainer", _hook_state(p, os.getpid(), "created"))
+        proc.exec_process(path, process, seccomp, p.preserve_fds)
+    except BaseException as e:
+        msg = _describe(e)
+        if ready:
+            os.write(2, f"isobox-runtime: error: {msg}\n".encode())
+        else:
+            try:
+                sync.send("error", msg)
+            except OSError:
+                pass
+        os._exit(127 if ready else 1)
+    os._exit(127)
+
+
+def _hook_state(p: InitParams, pid: int, status: str) -> dict[str, Any]:
+    return {"ociVersion": p.config.get("ociVersion", ""), "id": p.cid, "pid": pid,
+            "status": status, "bundle": p.bundle,
+            "annotations": p.config.get("annotations", {})}
+
+
+def _set_personality(pers: dict[str, Any]) -> None:
+    import ctypes
+
+    domain = {"LINUX": 0x0000, "LINUX32": 0x0008}[pers.get("domain", "LINUX")]
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.personality(ctypes.c_ulong(domain)) < 0:
+        raise OSError(ctypes.get_errno(), "personality")

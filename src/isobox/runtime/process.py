@@ -1,0 +1,183 @@
+"""The last steps before ``execve`` of a container process (init or exec'd):
+rlimits, scheduling, identity, capabilities, no_new_privs, cwd check, fd hygiene, seccomp."""
+
+from __future__ import annotations
+
+import os
+
+from isobox.errors import ConfigError, SystemSetupError
+from isobox.linux import syscalls as sc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+RLIMITS = {
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+    "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
+    "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
+    "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}
+IOPRIO_CLASS = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}
+SCHED_POLICY = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
+                "SCHED_ISO": 4, "SCHED_IDLE": 5, "SCHED_DEADLINE": 6}
+SCHED_FLAGS = {"SCHED_FLAG_RESET_ON_FORK": 1, "SCHED_FLAG_RECLAIM": 2,
+               "SCHED_FLAG_DL_OVERRUN": 4, "SCHED_FLAG_KEEP_POLICY": 8,
+               "SCHED_FLAG_KEEP_PARAMS": 16, "SCHED_FLAG_UTIL_CLAMP_MIN": 32,
+               "SCHED_FLAG_UTIL_CLAMP_MAX": 64}
+RLIM_INFINITY = (1 << 64) - 1
+
+
+def check_rlimits(process: dict[str, Any], where: str = "config.json: process") -> None:
+    """Refuse, before anything is made, a limit above what this runtime may set.
+
+    Without CAP_SYS_RESOURCE a hard limit can only be lowered, so a request above the
+    current hard limit cannot be honoured and is reported rather than silently clamped.
+    """
+    import resource
+
+    for i, rl in enumerate(process.get("rlimits", [])):
+        num = RLIMITS[rl["type"]]
+        _, cur_hard = resource.getrlimit(num)
+        hard = rl["hard"]
+        cur = RLIM_INFINITY if cur_hard == resource.RLIM_INFINITY else cur_hard
+        if hard > cur and not _has_cap_sys_resource():
+            shown = "unlimited" if cur == RLIM_INFINITY else str(cur)
+            raise ConfigError(
+                f"{where}.rlimits[{i}].hard",
+                f"{rl['type']} hard limit {hard} exceeds this runtime's hard limit {shown} "
+                "(raising it needs CAP_SYS_RESOURCE)")
+
+
+def _has_cap_sys_resource() -> bool:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) & (1 << 24))
+    return False
+
+
+def apply_rlimits(process: dict[str, Any]) -> None:
+    import resource
+
+    for rl in process.get("rlimits", []):
+        num = RLIMITS[rl["type"]]
+        soft = resource.RLIM_INFINITY if rl["soft"] >= RLIM_INFINITY else rl["soft"]
+        hard = resource.RLIM_INFINITY if rl["hard"] >= RLIM_INFINITY else rl["hard"]
+        try:
+            resource.setrlimit(num, (soft, hard))
+        except (OSError, ValueError) as e:
+            raise SystemSetupError(f"setrlimit {rl['type']} soft={rl['soft']} hard={rl['hard']}: "
+                                   f"{e}") from None
+
+
+def apply_scheduling(process: dict[str, Any]) -> None:
+    if "oomScoreAdj" in process:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(process["oomScoreAdj"]))
+        except OSError as e:
+            raise SystemSetupError(f"process.oomScoreAdj {process['oomScoreAdj']}: "
+                                   f"{e.strerror}") from None
+    io = process.get("ioPriority")
+    if io:
+        try:
+            sc.ioprio_set(1, 0, (IOPRIO_CLASS[io["class"]] << 13) | io.get("priority", 0))
+        except OSError as e:
+            raise SystemSetupError(f"process.ioPriority: {e.strerror}") from None
+    sched = process.get("scheduler")
+    if sched:
+        flags = 0
+        for name in sched.get("flags", []):
+            flags |= SCHED_FLAGS[name]
+        try:
+            sc.sched_setattr(0, SCHED_POLICY[sched["policy"]], flags, sched.get("nice", 0),
+                             sched.get("priority", 0), sched.get("runtime", 0),
+                             sched.get("deadline", 0), sched.get("period", 0))
+        except OSError as e:
+            raise SystemSetupError(f"process.scheduler ({sched['policy']}): {e.strerror}"
+                                   ) from None
+
+
+def apply_identity_and_caps(process: dict[str, Any], where: str = "config.json: process") -> None:
+    """Bounding set, then the uid/gid switch keeping caps, then the other four sets."""
+    from isobox.linux import capabilities as caps
+
+    user = process.get("user", {})
+    parsed = caps.parse_caps(process.get("capabilities") or {}, f"{where}.capabilities")
+    caps.apply_bounding(parsed)
+    sc.prctl(sc.PR_SET_KEEPCAPS, 1)
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    try:
+        os.setgroups(list(user.get("additionalGids", [])))
+    except OSError as e:
+        # setgroups is denied in a user namespace whose setgroups is "deny".
+        if user.get("additionalGids"):
+            raise SystemSetupError(f"setgroups {user['additionalGids']}: {e.strerror}") from None
+    try:
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as e:
+        raise SystemSetupError(f"cannot switch to uid {uid} gid {gid}: {e.strerror}") from None
+    sc.prctl(sc.PR_SET_KEEPCAPS, 0)
+    caps.apply_sets(parsed)
+    if "umask" in user:
+        os.umask(user["umask"])
+
+
+def enter_cwd(cwd: str) -> None:
+    """chdir and prove the result is inside the container root (CVE-2024-21626)."""
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise SystemSetupError(f"process.cwd {cwd!r}: {e.strerror}") from None
+    try:
+        real = os.getcwd()
+    except FileNotFoundError:
+        real = ""
+    if not real.startswith("/"):
+        raise SystemSetupError("current working directory is outside of container mount "
+                               "namespace root -- possible container breakout detected")
+
+
+def find_executable(args: list[str], env: list[str]) -> str:
+    name = args[0]
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        for e in env:
+            if e.startswith("PATH="):
+                path = e[5:]
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    import stat
+
+    for cand in candidates:
+        try:
+            st = os.stat(cand)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return cand
+    if "/" in name:
+        raise SystemSetupError(f'exec: "{name}": stat {name}: no such file or directory')
+    raise SystemSetupError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def env_dict(env: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for e in env:
+        k, _, v = e.partition("=")
+        out[k] = v
+    return out
+
+
+def exec_process(path: str, process: dict[str, Any], seccomp: dict[str, Any] | None,
+                 preserve_fds: int) -> None:
+    """Close every fd the container must not see, apply seccomp last, and execve."""
+    os.closerange(3 + preserve_fds, 1 << 20)
+    if seccomp is not None and process.get("noNewPrivileges"):
+        from isobox.linux import seccomp as sec
+
+        sec.load(seccomp)
+    os.execve(path, process["args"], env_dict(process.get("env", [])))

@@ -1,0 +1,405 @@
+"""The container's root filesystem: mounts, /dev, pivot_root, masked and read-only paths.
+
+Runs inside the init process, in the container's new mount namespace. Every target is
+resolved inside the rootfs with :mod:`isobox.linux.safepath` and mounted through its fd.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from isobox.errors import ConfigError, SystemSetupError
+from isobox.linux import safepath
+from isobox.linux import syscalls as sc
+from isobox.runtime.mountopts import parse_options, preserved_flags
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+DEFAULT_DEVICES = (  # name, major, minor (all char devices, 0666)
+    ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+DEV_SYMLINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+PROPAGATION = {"shared": sc.MS_SHARED, "slave": sc.MS_SLAVE, "private": sc.MS_PRIVATE,
+               "unbindable": sc.MS_UNBINDABLE}
+
+
+def _fail(what: str, err: OSError) -> SystemSetupError:
+    return SystemSetupError(f"{what}: {os.strerror(err.errno or 0)}")
+
+
+class RootfsBuilder:
+    """Builds the mount tree of one container (one instance per init process)."""
+
+    def __init__(self, config: dict[str, Any], rootfs: str, bundle: str, *,
+                 cgroup_mounts: list[dict[str, Any]], new_cgroupns: bool, in_userns: bool
+                 ) -> None:
+        self.config = config
+        self.rootfs = rootfs
+        self.bundle = bundle
+        self.cgroup_mounts = cgroup_mounts
+        self.new_cgroupns = new_cgroupns
+        self.in_userns = in_userns
+        self.rootfd = -1
+
+    # -- before pivot_root --------------------------------------------------------------
+    def prepare(self) -> None:
+        linux = self.config.get("linux", {})
+        prop = linux.get("rootfsPropagation", "")
+        flag = sc.MS_SLAVE | sc.MS_REC
+        if prop:
+            flag = PROPAGATION[prop.lstrip("r")] | (sc.MS_REC if prop.startswith("r") else 0)
+        sc.mount(None, "/", None, flag)
+        if flag & sc.MS_SHARED:
+            self._make_parent_private()
+        try:
+            sc.mount(self.rootfs, self.rootfs, None, sc.MS_BIND | sc.MS_REC)
+        except OSError as e:
+            raise _fail(f"cannot bind-mount the rootfs {self.rootfs}", e) from None
+        self.rootfd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def _make_parent_private(self) -> None:
+        best = ""
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mnt = line.split()[4]
+                if (self.rootfs == mnt or self.rootfs.startswith(mnt.rstrip("/") + "/")) and \
+                        len(mnt) > len(best):
+                    best = mnt
+        sc.mount(None, best or "/", None, sc.MS_PRIVATE)
+
+    def mount_all(self) -> None:
+        for i, m in enumerate(self.config.get("mounts", [])):
+            where = f"config.json: mounts[{i}]"
+            try:
+                self._mount_one(m, where)
+            except (ConfigError, SystemSetupError):
+                raise
+            except OSError as e:
+                raise SystemSetupError(
+                    f"{where}: cannot mount {m.get('type') or 'bind'} on {m['destination']}: "
+                    f"{e.strerror or os.strerror(e.errno or 0)}") from None
+
+    def _mount_one(self, m: dict[str, Any], where: str) -> None:
+        dest: str = m["destination"]
+        opts = parse_options(m.get("options", []), where)
+        mtype = m.get("type", "") or ""
+        source = m.get("source", "") or ""
+        if opts.flags & sc.MS_BIND or mtype == "bind":
+            self._bind(source, dest, opts.flags | sc.MS_BIND, opts.propagation, where)
+            return
+        if mtype in ("cgroup", "cgroup2"):
+            self._mount_cgroups(dest, mtype, opts.flags)
+            return
+        if mtype in ("proc", "sysfs") and safepath.is_symlink_in_root(self.rootfd, dest):
+            raise ConfigError(f"{where}.destination",
+                              f"{dest!r} must be mounted on ordinary directory, not a symlink")
+        fd = safepath.mkdir_all(self.rootfd, dest)
+        try:
+            flags = opts.flags & ~sc.MS_REMOUNT
+            sc.mount(source or mtype, safepath.fd_path(fd), mtype, flags, opts.data or None)
+        finally:
+            os.close(fd)
+        if opts.copyup:
+            pass  # tmpcopyup: the tmpfs starts empty (documented limitation)
+        self._propagate(dest, opts.propagation)
+
+    def _bind(self, source: str, dest: str, flags: int, propagation: list[int],
+              where: str) -> None:
+        if not source:
+            raise ConfigError(f"{where}.source", "a bind mount needs a source")
+        src = source if source.startswith("/") else os.path.join(self.bundle, source)
+        try:
+            st = os.stat(src)
+        except OSError as e:
+            raise ConfigError(f"{where}.source",
+                              f"bind source {src!r}: {os.strerror(e.errno or 0)}") from None
+        if stat.S_ISDIR(st.st_mode):
+            fd = safepath.mkdir_all(self.rootfd, dest)
+        else:
+            fd = safepath.create_file(self.rootfd, dest)
+        try:
+            sc.mount(src, safepath.fd_path(fd), None, flags & (sc.MS_BIND | sc.MS_REC))
+        finally:
+            os.close(fd)
+        extra = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
+        if extra:
+            self._remount_bind(dest, extra)
+        self._propagate(dest, propagation)
+
+    def _remount_bind(self, dest: str, flags: int) -> None:
+        fd = safepath.open_in_root(self.rootfd, dest)
+        try:
+            path = safepath.fd_path(fd)
+            keep = preserved_flags(path) & ~sc.MS_RDONLY
+            sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | keep | flags)
+        finally:
+            os.close(fd)
+
+    def _propagate(self, dest: str, propagation: list[int]) -> None:
+        if not propagation:
+            return
+        fd = safepath.open_in_root(self.rootfd, dest)
+        try:
+            for p in propagation:
+                sc.mount(None, safepath.fd_path(fd), None, p)
+        finally:
+            os.close(fd)
+
+    def _mount_cgroups(self, dest: str, mtype: str, flags: int) -> None:
+        """cgroupfs in the container: the host's layout, each hierarchy showing only the
+        container's own cgroup (through the cgroup namespace, or a bind of its directory)."""
+        base = flags & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RELATIME)
+        ro = flags & sc.MS_RDONLY
+        hier = self.cgroup_mounts
+        v2 = [h for h in hier if h["fstype"] == "cgroup2"]
+        if mtype == "cgroup2" or (len(hier) == 1 and v2 and not v2[0]["name"]):
+            if not v2:
+                raise SystemSetupError("this host has no cgroup2 hierarchy to mount")
+            self._mount_cgroup_fs(dest, v2[0], base | ro)
+            return
+        fd = safepath.mkdir_all(self.rootfd, dest)
+        try:
+            sc.mount("tmpfs", safepath.fd_path(fd), "tmpfs", base, "mode=755")
+        finally:
+            os.close(fd)
+        for h in hier:
+            self._mount_cgroup_fs(f"{dest}/{h['name']}", h, base | ro)
+            if h.get("links"):
+                parent = safepath.mkdir_all(self.rootfd, dest)
+                try:
+                    for link in h["links"]:
+                        try:
+                            os.symlink(h["name"], link, dir_fd=parent)
+                        except FileExistsError:
+                            pass
+                finally:
+                    os.close(parent)
+        if ro:
+            self._remount_bind(dest, sc.MS_RDONLY)
+
+    def _mount_cgroup_fs(self, dest: str, h: dict[str, Any], flags: int) -> None:
+        fd = safepath.mkdir_all(self.rootfd, dest)
+        try:
+            target = safepath.fd_path(fd)
+            if self.new_cgroupns:
+                sc.mount(h["fstype"], target, h["fstype"], flags, h["options"] or None)
+            else:
+                sc.mount(h["path"], target, None, sc.MS_BIND | sc.MS_REC)
+        finally:
+            os.close(fd)
+        if not self.new_cgroupns:
+            self._remount_bind(dest, flags)
+
+    def setup_dev(self) -> None:
+        """Default devices, ``linux.devices``, and the standard /dev symlinks."""
+        mounts = self.config.get("mounts", [])
+        dev_bound = any(m["destination"].rstrip("/") == "/dev"
+                        and ("bind" in m.get("options", []) or "rbind" in m.get("options", [])
+                             or m.get("type") == "bind") for m in mounts)
+        if dev_bound:
+            return
+        devices: list[tuple[str, str, int, int, int, int, int]] = [
+            (f"/dev/{name}", "c", major, minor, 0o666, 0, 0) for name, major, minor in
+            DEFAULT_DEVICES]
+        for d in self.config.get("linux", {}).get("devices", []):
+            devices = [x for x in devices if x[0] != d["path"]]
+            devices.append((d["path"], d["type"], d.get("major", 0), d.get("minor", 0),
+                            d.get("fileMode", 0o666) & 0o7777, d.get("uid", 0), d.get("gid", 0)))
+        for path, kind, major, minor, mode, uid, gid in devices:
+            self._make_device(path, kind, major, minor, mode, uid, gid)
+        devfd = safepath.mkdir_all(self.rootfd, "/dev")
+        try:
+            links = list(DEV_SYMLINKS)
+            if os.path.exists("/proc/kcore"):
+                links.append(("core", "/proc/kcore"))
+            try:
+                st = os.stat("pts/ptmx", dir_fd=devfd, follow_symlinks=False)
+                if stat.S_ISCHR(st.st_mode):
+                    links.append(("ptmx", "pts/ptmx"))
+            except OSError:
+                pass
+            for name, target in links:
+                if name == "ptmx":
+                    try:
+                        os.unlink(name, dir_fd=devfd)
+                    except OSError:
+                        pass
+                try:
+                    os.symlink(target, name, dir_fd=devfd)
+                except FileExistsError:
+                    pass
+        finally:
+            os.close(devfd)
+
+    def _make_device(self, path: str, kind: str, major: int, minor: int, mode: int,
+                     uid: int, gid: int) -> None:
+        parent, name = safepath.open_parent(self.rootfd, path)
+        try:
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):  # replace files, nodes and symlinks
+                    os.unlink(name, dir_fd=parent)
+            except FileNotFoundError:
+                pass
+            kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+            if self.in_userns and kind != "p":
+                # mknod is not allowed in a user namespace: bind the host's node instead.
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY
+                                 | os.O_CLOEXEC, 0o600, dir_fd=parent))
+                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+                try:
+                    sc.mount(path, safepath.fd_path(fd), None, sc.MS_BIND)
+                finally:
+                    os.close(fd)
+                return
+            os.mknod(name, kinds[kind] | (mode & 0o777), os.makedev(major, minor), dir_fd=parent)
+            os.chmod(name, mode & 0o7777, dir_fd=parent, follow_symlinks=False)
+            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+        except OSError as e:
+            raise SystemSetupError(f"cannot create device {path}: {os.strerror(e.errno or 0)}"
+                                   ) from None
+        finally:
+            os.close(parent)
+
+    # -- pivot ------------------------------------------------------------------------
+    def pivot(self, no_pivot: bool) -> None:
+        if self.rootfd >= 0:
+            os.close(self.rootfd)
+            self.rootfd = -1
+        if no_pivot:
+            os.chdir(self.rootfs)
+            sc.mount(self.rootfs, "/", None, sc.MS_MOVE)
+            os.chroot(".")
+            os.chdir("/")
+            return
+        oldroot = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        newroot = os.open(self.rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fchdir(newroot)
+            sc.pivot_root(".", ".")
+            os.fchdir(oldroot)
+            sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+            sc.umount2(".", sc.MNT_DETACH)
+            os.chdir("/")
+        except OSError as e:
+            raise _fail(f"pivot_root into {self.rootfs}", e) from None
+        finally:
+            os.close(oldroot)
+            os.close(newroot)
+
+
+# -- after pivot_root: paths are the container's ---------------------------------------
+def _dev_null_fd() -> int:
+    """An O_PATH fd of the container's /dev/null, verified to be char 1:3 (CVE-2025-31133)."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = safepath.open_in_root(root, "/dev/null", os.O_PATH | os.O_NOFOLLOW)
+    except OSError as e:
+        raise SystemSetupError(f"/dev/null in the container: {os.strerror(e.errno or 0)}"
+                               ) from None
+    finally:
+        os.close(root)
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != 1 or os.minor(st.st_rdev) != 3:
+        os.close(fd)
+        raise SystemSetupError("/dev/null in the container is not the null device (char 1:3); "
+                               "refusing to use it to mask paths")
+    return fd
+
+
+def mask_paths(paths: list[str]) -> None:
+    if not paths:
+        return
+    null = _dev_null_fd()
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for p in paths:
+            try:
+                fd = sc.openat2(root, p.lstrip("/") or ".", os.O_PATH | os.O_NOFOLLOW,
+                                sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_SYMLINKS)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise SystemSetupError(f"masked path {p} must not be a symlink") from None
+                raise SystemSetupError(f"masked path {p}: {os.strerror(e.errno or 0)}"
+                                       ) from None
+            try:
+                target = safepath.fd_path(fd)
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY, None)
+                else:
+                    sc.mount(safepath.fd_path(null), target, None, sc.MS_BIND)
+            except OSError as e:
+                raise SystemSetupError(f"cannot mask {p}: {os.strerror(e.errno or 0)}") from None
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
+        os.close(null)
+
+
+def readonly_paths(paths: list[str]) -> None:
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for p in paths:
+            try:
+                fd = safepath.open_in_root(root, p, os.O_PATH | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                continue
+            try:
+                sc.mount(safepath.fd_path(fd), safepath.fd_path(fd), None,
+                         sc.MS_BIND | sc.MS_REC)
+            finally:
+                os.close(fd)
+            fd = safepath.open_in_root(root, p, os.O_PATH | os.O_NOFOLLOW)
+            try:
+                path = safepath.fd_path(fd)
+                keep = preserved_flags(path)
+                sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | keep)
+            except OSError as e:
+                raise SystemSetupError(f"cannot make {p} read-only: {os.strerror(e.errno or 0)}"
+                                       ) from None
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
+
+
+def readonly_root() -> None:
+    keep = preserved_flags("/")
+    sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | keep)
+
+
+def write_sysctls(sysctls: dict[str, str]) -> None:
+    """Write through a handle verified to be procfs, never following symlinks or mounts."""
+    if not sysctls:
+        return
+    base = os.open("/proc/sys", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if sc.fstatfs_type(base) != sc.PROC_SUPER_MAGIC:
+            raise SystemSetupError("/proc/sys is not procfs; refusing to write sysctls")
+        for key, value in sysctls.items():
+            rel = key.replace(".", "/")
+            try:
+                fd = sc.openat2(base, rel, os.O_WRONLY,
+                                sc.RESOLVE_BENEATH | sc.RESOLVE_NO_SYMLINKS | sc.RESOLVE_NO_XDEV)
+            except OSError as e:
+                raise SystemSetupError(f"sysctl {key!r}: {os.strerror(e.errno or 0)}") from None
+            try:
+                if sc.fstatfs_type(fd) != sc.PROC_SUPER_MAGIC:
+                    raise SystemSetupError(f"sysctl {key!r}: target is not procfs")
+                os.write(fd, value.encode())
+            except OSError as e:
+                raise SystemSetupError(f"sysctl {key}={value!r}: {os.strerror(e.errno or 0)}"
+                                       ) from None
+            finally:
+                os.close(fd)
+    finally:
+        os.close(base)

@@ -1,0 +1,172 @@
+"""Container state under ``--root``: one directory per container, ``state.json`` + ``exec.fifo``.
+
+The status is derived, never stored: ``created`` while the init process waits on
+``exec.fifo``, ``running`` once the fifo is gone, ``paused`` when frozen, ``stopped`` when
+the init process (identified by pid *and* start time, so pid reuse is caught) is gone.
+"""
+
+from __future__ import annotations
+
+import os
+
+from isobox import fastjson
+from isobox.errors import ConflictError, NotFoundError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+DEFAULT_ROOT = "/run/isobox-runtime"
+STATE_FILE = "state.json"
+EXEC_FIFO = "exec.fifo"
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks); None if gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write to a temporary name, fsync, rename: readers see the old file or the new one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+class ContainerState:
+    """What the runtime remembers about one container (the contents of state.json)."""
+
+    __slots__ = ("data", "dir", "id")
+
+    def __init__(self, cid: str, directory: str, data: dict[str, Any]) -> None:
+        self.id = cid
+        self.dir = directory
+        self.data = data
+
+    @property
+    def pid(self) -> int:
+        return int(self.data.get("pid", 0))
+
+    @property
+    def bundle(self) -> str:
+        return str(self.data.get("bundle", ""))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = self.data.get("config", {})
+        return cfg
+
+    @property
+    def fifo_path(self) -> str:
+        return os.path.join(self.dir, EXEC_FIFO)
+
+    def init_alive(self) -> bool:
+        pid = self.pid
+        return pid > 0 and process_start_time(pid) == self.data.get("pidStart")
+
+    def status(self, check_frozen: bool = True) -> str:
+        if not self.init_alive():
+            return "stopped"
+        if os.path.exists(self.fifo_path):
+            return "created"
+        if check_frozen and self.frozen():
+            return "paused"
+        return "running"
+
+    def frozen(self) -> bool:
+        cg = self.data.get("cgroup") or {}
+        freezer = cg.get("freezerFile") if isinstance(cg, dict) else None
+        if freezer:
+            try:
+                with open(freezer) as f:
+                    return f.read().strip() in ("FROZEN", "1", "FREEZING")
+            except OSError:
+                return False
+        return False
+
+    def save(self) -> None:
+        write_atomic(os.path.join(self.dir, STATE_FILE), fastjson.dumps(self.data).encode())
+
+    def oci_state(self, status: str | None = None) -> dict[str, Any]:
+        """The runtime-spec State JSON (what ``state`` prints and hooks read on stdin)."""
+        st = status or self.status()
+        return {
+            "ociVersion": self.config.get("ociVersion", "1.2.0"),
+            "id": self.id,
+            "pid": self.pid if st != "stopped" else 0,
+            "status": st,
+            "bundle": self.bundle,
+            "rootfs": self.data.get("rootfs", ""),
+            "created": self.data.get("created", ""),
+            "owner": self.data.get("owner", ""),
+            "annotations": self.config.get("annotations", {}),
+        }
+
+
+class StateStore:
+    """The ``--root`` directory of the runtime."""
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: str = DEFAULT_ROOT) -> None:
+        self.root = root
+
+    def container_dir(self, cid: str) -> str:
+        return os.path.join(self.root, cid)
+
+    def reserve(self, cid: str) -> str:
+        """Create the container's directory; the mkdir is the atomic duplicate-ID check."""
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        path = self.container_dir(cid)
+        try:
+            os.mkdir(path, 0o711)
+        except FileExistsError:
+            raise ConflictError(f"container with id exists: {cid}") from None
+        return path
+
+    def load(self, cid: str) -> ContainerState:
+        path = self.container_dir(cid)
+        try:
+            with open(os.path.join(path, STATE_FILE), "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            if os.path.isdir(path):
+                raise ConflictError(f"container {cid} is still being created") from None
+            raise NotFoundError(f"container does not exist: {cid}") from None
+        return ContainerState(cid, path, fastjson.loads(raw))
+
+    def ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if os.path.isfile(os.path.join(self.root, n, STATE_FILE)))
+
+    def remove(self, cid: str) -> None:
+        path = self.container_dir(cid)
+        try:
+            names = os.listdir(path)
+        except FileNotFoundError:
+            return
+        for name in names:
+            try:
+                os.unlink(os.path.join(path, name))
+            except IsADirectoryError:
+                pass
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
