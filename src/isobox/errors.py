@@ -8,7 +8,7 @@ class IsoboxError(Exception):
 
 
 class ConfigError(IsoboxError):
-    """An invalid document; ``where`` names the file and JSON path (``config.json: process.args``)."""
+    """An invalid document; ``where`` names the file and JSON path: ``config.json: process``."""
 
     def __init__(self, where: str, message: str) -> None:
         super().__init__(f"{where}: {message}" if where else message)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 _WS = " \t\n\r"
 
+_json: Any
 try:
     import _json
 except ImportError:  # pragma: no cover - non-CPython
@@ -33,7 +34,7 @@ class _Context:
         return float({"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}[name])
 
 
-_scan = _json.make_scanner(_Context()) if _json is not None else None
+_scan = _json.make_scanner(_Context()) if _json is not None else None  # reads its attributes
 
 
 def _slow_loads(s: str) -> Any:

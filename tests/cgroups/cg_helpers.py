@@ -13,8 +13,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 from isobox.cgroups import CgroupManager
 from isobox.cgroups.layout import hierarchies
@@ -92,6 +91,7 @@ class Children:
         assert p.stdin is not None
         p.stdin.write("\n")
         p.stdin.close()
+        p.stdin = None  # so that communicate() does not touch it
 
     def run_in(self, mgr: CgroupManager, script: str, timeout: float = 10
                ) -> subprocess.CompletedProcess[str]:

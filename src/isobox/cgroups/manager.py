@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from isobox.cgroups.layout import Hierarchy
 
 _STATE_VERSION = 1
+_SIGKILL = 9  # not signal.SIGKILL: importing signal imports enum (start-up time)
 
 
 class CgroupManager:
@@ -176,10 +177,13 @@ class CgroupManager:
         The container's own directories are retried on EBUSY for up to 2 s (processes still
         exiting) and lose their sub-cgroups first (made inside the container). A created
         parent that is busy holds other cgroups now and is left alone."""
+        import time
+
         leaves = set(self._dirs.values())
         left: list[str] = []
+        deadline = time.monotonic() + 2.0  # for all directories together
         for d in reversed(self._created):
-            if not _rmdir(d, d in leaves):
+            if not _rmdir(d, d in leaves, deadline):
                 left.append(d)
         self._created = left[::-1]
         busy = [d for d in left if d in leaves]
@@ -339,9 +343,7 @@ class CgroupManager:
         """Send ``sig`` to every process: freeze, signal, thaw (so nothing forks past the
         signal). On pure v2 SIGKILL goes through ``cgroup.kill`` (atomic). A container
         frozen before stays frozen unless the signal is SIGKILL."""
-        import signal
-
-        if sig == signal.SIGKILL and self.layout == "v2" and self._v2key is not None:
+        if sig == _SIGKILL and self.layout == "v2" and self._v2key is not None:
             try:
                 fs.write(f"{self._dirs[self._v2key]}/cgroup.kill", "1")
                 return
@@ -361,7 +363,7 @@ class CgroupManager:
                 except ProcessLookupError:
                     pass
         finally:
-            if frozen and (not was_frozen or sig == signal.SIGKILL):
+            if frozen and (not was_frozen or sig == _SIGKILL):
                 self.thaw()
 
     def oom_kill_count(self) -> int:
@@ -425,12 +427,11 @@ def _remove_tree(d: str) -> None:
             pass
 
 
-def _rmdir(d: str, own: bool) -> bool:
+def _rmdir(d: str, own: bool, deadline: float) -> bool:
     """rmdir ``d``; True when it is gone. ``own`` (the container's directory): remove
-    sub-cgroups and retry EBUSY for up to 2 s; else EBUSY/ENOTEMPTY means "shared, keep"."""
+    sub-cgroups and retry EBUSY until ``deadline``; else EBUSY means "shared now, keep"."""
     import time
 
-    deadline = 0.0
     delay = 0.001
     while True:
         try:
@@ -444,10 +445,7 @@ def _rmdir(d: str, own: bool) -> bool:
             if not own:
                 return True  # another cgroup lives in it now: not ours to remove any more
         _remove_tree(d)
-        now = time.monotonic()
-        if not deadline:
-            deadline = now + 2.0
-        elif now > deadline:
+        if time.monotonic() > deadline:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 0.05)

@@ -347,7 +347,7 @@ def _exec(store: Any, flags: dict[str, Any], pos: list[str]) -> int:
     if "user" in flags:
         uid, _, gid = flags["user"].partition(":")
         try:
-            user = {"uid": int(uid), "gid": int(gid or 0)}
+            user: dict[str, Any] = {"uid": int(uid), "gid": int(gid or 0)}
         except ValueError:
             raise ConfigError("--user", f"invalid user {flags['user']!r} (uid[:gid])") from None
         if flags.get("additional-gids"):

@@ -144,7 +144,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         if console_fd >= 0:
             os.close(console_fd)
             console_fd = -1
-        host_pid = _drive_init(parent, pid_a, config, cid, bundle)
+        host_pid = _drive_init(parent, pid_a, config, cid, bundle, mgr)
         parent.close()
         os.waitpid(pid_a, 0)
         pid_a = 0
@@ -173,8 +173,11 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
                     pass
 
 
-def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundle: str) -> int:
-    """Answer the init stages until stage B is ready; returns its host pid."""
+def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundle: str,
+                mgr: CgroupManager) -> int:
+    """Answer the init stages until stage B is ready; returns its host pid.
+
+    Stage B is moved into its cgroups here, while it builds its root filesystem."""
     host_pid = 0
     pending_hooks = False
     while True:
@@ -184,6 +187,12 @@ def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundl
             parent.send("ok")
         elif kind == "pid":
             host_pid = int(arg)
+            try:
+                mgr.add(host_pid)
+            except IsoboxError as e:
+                parent.send("abort", str(e))
+                raise
+            parent.send("cg")
         elif kind == "hooks":
             pending_hooks = True
         elif kind == "ready":

@@ -1,9 +1,15 @@
 """The container's init, in two forked stages.
 
-Stage A joins the cgroups, joins or creates the namespaces (a new PID namespace only
-applies to children) and forks stage B, which becomes PID 1: it builds the root
-filesystem, pivots into it, drops privileges, tells the runtime it is ready, blocks on
-``exec.fifo`` until ``start`` and finally ``execve``s the container process.
+Stage A joins or creates the namespaces (a new PID namespace only applies to children)
+and forks stage B, which becomes PID 1: it builds the root filesystem, pivots into it,
+drops privileges, tells the runtime it is ready, blocks on ``exec.fifo`` until ``start``
+and finally ``execve``s the container process.
+
+The runtime moves stage B into the container's cgroups *while* B builds its mounts: on
+cgroup v1 the first write to ``cgroup.procs`` waits for an RCU grace period (about 14 ms
+here), so doing it in parallel takes it off the critical path. B waits for the "cg"
+message before it creates its cgroup namespace (whose root must be the container's
+cgroup) or mounts cgroupfs, and in any case before it tells the runtime it is ready.
 
 Both stages are non-dumpable from their first instruction, so nothing in the container can
 ptrace them or open their ``/proc/PID/exe`` (the host's Python) or fds (CVE-2019-5736).
@@ -68,8 +74,6 @@ def _describe(e: BaseException) -> str:
 def stage_a(p: InitParams, sync: SyncPipe) -> NoReturn:
     try:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
-        if p.cgroup is not None:
-            p.cgroup.add(os.getpid())
         if "user" in p.ns_fds:
             sc.setns(p.ns_fds["user"], sc.CLONE_NEWUSER)
         elif "user" in p.new_ns:
@@ -85,7 +89,7 @@ def stage_a(p: InitParams, sync: SyncPipe) -> NoReturn:
                 sc.setns(p.ns_fds[t], NS_FLAGS[t])
         flags = 0
         for t in p.new_ns:
-            if t != "user":
+            if t not in ("user", "cgroup"):  # cgroup: in stage B, once in its cgroups
                 flags |= NS_FLAGS[t]
         if flags:
             sc.unshare(flags)
@@ -128,8 +132,22 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
         builder = rfs.RootfsBuilder(config, p.rootfs, p.bundle, cgroup_mounts=p.cgroup_mounts,
                                     new_cgroupns="cgroup" in p.new_ns,
                                     in_userns="user" in p.new_ns or "user" in p.ns_fds)
+        joined: list[bool] = []
+
+        def join_cgroups() -> None:
+            if joined:
+                return
+            kind, arg = sync.recv()
+            if kind != "cg":
+                raise IsoboxError(arg or "cgroup setup aborted")
+            if "cgroup" in p.new_ns:
+                sc.unshare(sc.CLONE_NEWCGROUP)
+            joined.append(True)
+
+        builder.before_cgroup_mount = join_cgroups
         builder.prepare()
         builder.mount_all()
+        join_cgroups()
         builder.setup_dev()
         if hooks.get("prestart") or hooks.get("createRuntime") or hooks.get("createContainer"):
             sync.send("hooks")

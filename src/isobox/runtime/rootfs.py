@@ -17,6 +17,7 @@ from isobox.runtime.mountopts import parse_options, preserved_flags
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 DEFAULT_DEVICES = (  # name, major, minor (all char devices, 0666)
@@ -27,6 +28,10 @@ DEV_SYMLINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                 ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
 PROPAGATION = {"shared": sc.MS_SHARED, "slave": sc.MS_SLAVE, "private": sc.MS_PRIVATE,
                "unbindable": sc.MS_UNBINDABLE}
+
+
+def _nothing() -> None:
+    pass
 
 
 def _fail(what: str, err: OSError) -> SystemSetupError:
@@ -46,6 +51,7 @@ class RootfsBuilder:
         self.new_cgroupns = new_cgroupns
         self.in_userns = in_userns
         self.rootfd = -1
+        self.before_cgroup_mount: Callable[[], None] = _nothing
 
     # -- before pivot_root --------------------------------------------------------------
     def prepare(self) -> None:
@@ -94,6 +100,7 @@ class RootfsBuilder:
             self._bind(source, dest, opts.flags | sc.MS_BIND, opts.propagation, where)
             return
         if mtype in ("cgroup", "cgroup2"):
+            self.before_cgroup_mount()
             self._mount_cgroups(dest, mtype, opts.flags)
             return
         if mtype in ("proc", "sysfs") and safepath.is_symlink_in_root(self.rootfd, dest):

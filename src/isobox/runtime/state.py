@@ -35,12 +35,15 @@ def process_start_time(pid: int) -> int | None:
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write to a temporary name, fsync, rename: readers see the old file or the new one."""
+    """Write to a temporary name, then rename: readers see the old file or the new one.
+
+    No fsync: the runtime's state lives on /run (tmpfs) and describes processes that do not
+    survive a reboot; an fsync would cost milliseconds on every create for nothing.
+    """
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)
