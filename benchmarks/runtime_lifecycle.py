@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 
-import busybox_bundle  # noqa: E402
+import busybox_bundle
 
 PR_SET_CHILD_SUBREAPER = 36
 
