@@ -8,6 +8,8 @@ import time
 
 from conftest import Bundle, Runtime, unique_id
 
+from isobox.runtime.state import process_start_time
+
 
 def wait_status(rt: Runtime, cid: str, status: str, timeout: float = 10) -> dict[str, object]:
     deadline = time.monotonic() + timeout
@@ -38,7 +40,8 @@ def test_create_start_delete(runtime: Runtime, bundle: Bundle, tmp_path: object)
     assert wait_status(runtime, cid, "stopped")["status"] == "stopped"
     runtime("delete", cid)
     assert cid not in runtime.ids()
-    assert not os.path.exists(f"/proc/{pid}/status")
+    # gone, or a zombie waiting for its new parent (pid 1 here) to reap it
+    assert process_start_time(pid) is None
 
 
 def test_run_foreground_exit_code_and_isolation(runtime: Runtime, bundle: Bundle) -> None:

@@ -171,6 +171,25 @@ class CgroupManager:
         for d in self._dirs.values():
             fs.write(f"{d}/cgroup.procs", value)
 
+    def unified_dir(self) -> str | None:
+        """The container's directory on the cgroup2 hierarchy (None without one): a child
+        can be created right in it with clone3(CLONE_INTO_CGROUP)."""
+        return None if self._v2key is None else self._dirs[self._v2key]
+
+    def add_self(self, skip_unified: bool = False) -> None:
+        """Move the calling *single-threaded* process into every hierarchy.
+
+        On v1 it writes "0" to ``tasks``: moving only the current thread skips the kernel's
+        global threadgroup lock, whose first taker waits an RCU grace period (~15 ms).
+        ``skip_unified`` when the process was born in its cgroup2 directory.
+        """
+        for key, d in self._dirs.items():
+            if key == self._v2key:
+                if not skip_unified:
+                    fs.write(f"{d}/cgroup.procs", "0")
+            else:
+                fs.write(f"{d}/tasks", "0")
+
     def destroy(self) -> None:
         """Remove the directories :meth:`create` made, deepest first; never others.
 

@@ -68,6 +68,7 @@ def _precheck(config: dict[str, Any], opts: CreateOptions) -> None:
         from isobox.linux import seccomp as sec
 
         sec.validate(seccomp)
+        sec.libseccomp_version()  # dlopen now: after pivot_root the host's libraries are gone
     if process.get("terminal") and not opts.console_socket:
         raise ConfigError("config.json: process.terminal",
                           "a terminal was requested but no --console-socket was given")
@@ -115,7 +116,11 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
     console_fd = -1
     try:
         state_dir = store.reserve(cid)
-        os.mkfifo(os.path.join(state_dir, EXEC_FIFO), 0o622)
+        fifo = os.path.join(state_dir, EXEC_FIFO)
+        os.mkfifo(fifo, 0o622)
+        # The umask took group/other write: the container's user (any uid, and in a user
+        # namespace an unmapped-to-us one) must be able to open it for writing.
+        os.chmod(fifo, 0o622)
         fifo_dir_fd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         linux = config.get("linux", {})
         mgr = CgroupManager(resolve_path(linux.get("cgroupsPath"), cid))
@@ -134,11 +139,11 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
             no_pivot=opts.no_pivot, no_new_keyring=opts.no_new_keyring,
             preserve_fds=opts.preserve_fds)
         parent, child, parent_only = sync.pair()
-        pid_a = os.fork()
+        pid_a, born_in_cgroup = _fork_in_cgroup(mgr)
         if pid_a == 0:  # pragma: no cover - runs in the child
             os.close(parent.rfd)
             os.close(parent.wfd)
-            stage_a(params, child)
+            stage_a(params, child, born_in_cgroup)
         for fd in parent_only:
             os.close(fd)
         if console_fd >= 0:
@@ -187,12 +192,7 @@ def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundl
             parent.send("ok")
         elif kind == "pid":
             host_pid = int(arg)
-            try:
-                mgr.add(host_pid)
-            except IsoboxError as e:
-                parent.send("abort", str(e))
-                raise
-            parent.send("cg")
+            parent.send("cg")  # stage A joined the cgroups before it forked stage B
         elif kind == "hooks":
             pending_hooks = True
         elif kind == "ready":
@@ -215,6 +215,24 @@ def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundl
                 parent.send("abort", str(e))
                 raise
             parent.send("ok", str(host_pid))
+
+
+def _fork_in_cgroup(mgr: CgroupManager) -> tuple[int, bool]:
+    """fork(), with the child born in the container's cgroup2 directory when the kernel can
+    (no cgroup.procs write, so no RCU grace period); (pid, whether it was born there)."""
+    unified = mgr.unified_dir()
+    if unified:
+        from isobox.linux.clone import fork_into_cgroup
+
+        fd = os.open(unified, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return fork_into_cgroup(fd), True
+        except OSError:
+            pass
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    return os.fork(), False
 
 
 def _undo(pid_a: int, host_pid: int, mgr: CgroupManager | None, store: StateStore,

@@ -55,6 +55,7 @@ def exec_process(store: StateStore, cid: str, process: dict[str, Any], opts: Exe
     if process.get("terminal") and not opts.console_socket:
         raise ConflictError("exec with a terminal needs --console-socket")
     mgr = CgroupManager.from_state(st.data["cgroup"])
+    _preload(config)
     ns_fds: dict[str, int] = {}
     console_fd = -1
     try:
@@ -111,6 +112,22 @@ def exec_process(store: StateStore, cid: str, process: dict[str, Any], opts: Exe
     return wait_forwarding_signals(pid)
 
 
+def _preload(config: dict[str, Any]) -> None:
+    """Import now what the child needs after it joins the container's mount namespace,
+    where neither the host's Python modules nor its shared libraries are visible."""
+    import resource  # noqa: F401  (apply_rlimits)
+    import stat  # noqa: F401  (enter_cwd)
+
+    from isobox.linux import capabilities  # noqa: F401
+    from isobox.runtime import process  # noqa: F401
+    from isobox.runtime.init import _describe  # noqa: F401
+
+    if config.get("linux", {}).get("seccomp") is not None:
+        from isobox.linux import seccomp as sec
+
+        sec.libseccomp_version()  # dlopen libseccomp
+
+
 def _join(config: dict[str, Any], mgr: CgroupManager, ns_fds: dict[str, int], console_fd: int,
           preserve_fds: int, sync: SyncPipe) -> NoReturn:
     try:
@@ -126,10 +143,12 @@ def _join(config: dict[str, Any], mgr: CgroupManager, ns_fds: dict[str, int], co
             _tenant(config, console_fd, preserve_fds, sync)
         sync.send("pid", str(pid))
     except BaseException as e:
-        from isobox.runtime.init import _describe
+        try:
+            from isobox.runtime.init import _describe
 
-        sync.send("error", _describe(e))
-        os._exit(1)
+            sync.send("error", _describe(e))
+        finally:
+            os._exit(1)  # never return into the caller's code
     os._exit(0)
 
 
@@ -166,10 +185,10 @@ def _tenant(config: dict[str, Any], console_fd: int, preserve_fds: int, sync: Sy
             sec.load(seccomp)
         os.execve(path, process["args"], proc.env_dict(process.get("env", [])))
     except BaseException as e:
-        from isobox.runtime.init import _describe
-
         try:
+            from isobox.runtime.init import _describe
+
             sync.send("error", _describe(e))
-        except OSError:
+        except BaseException:
             pass
         os._exit(127)

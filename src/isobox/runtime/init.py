@@ -5,11 +5,11 @@ and forks stage B, which becomes PID 1: it builds the root filesystem, pivots in
 drops privileges, tells the runtime it is ready, blocks on ``exec.fifo`` until ``start``
 and finally ``execve``s the container process.
 
-The runtime moves stage B into the container's cgroups *while* B builds its mounts: on
-cgroup v1 the first write to ``cgroup.procs`` waits for an RCU grace period (about 14 ms
-here), so doing it in parallel takes it off the critical path. B waits for the "cg"
-message before it creates its cgroup namespace (whose root must be the container's
-cgroup) or mounts cgroupfs, and in any case before it tells the runtime it is ready.
+Stage A joins the container's cgroups without the kernel's global threadgroup lock, whose
+first taker waits an RCU grace period (12–20 ms here): it is born in its cgroup2 directory
+(clone3 CLONE_INTO_CGROUP) and moves only its single thread on v1 (``tasks``). B inherits
+them; it creates its cgroup namespace (whose root must be the container's cgroup) after
+the runtime's "cg" message, before it mounts cgroupfs.
 
 Both stages are non-dumpable from their first instruction, so nothing in the container can
 ptrace them or open their ``/proc/PID/exe`` (the host's Python) or fds (CVE-2019-5736).
@@ -71,9 +71,11 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def stage_a(p: InitParams, sync: SyncPipe) -> NoReturn:
+def stage_a(p: InitParams, sync: SyncPipe, born_in_cgroup: bool = False) -> NoReturn:
     try:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        if p.cgroup is not None:
+            p.cgroup.add_self(skip_unified=born_in_cgroup)
         if "user" in p.ns_fds:
             sc.setns(p.ns_fds["user"], sc.CLONE_NEWUSER)
         elif "user" in p.new_ns:
@@ -163,9 +165,9 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
             from isobox.runtime.console import setup_terminal
 
             setup_terminal(p.console_fd, process.get("consoleSize"), True)
+        rfs.write_sysctls(linux.get("sysctl", {}))  # before /proc/sys is made read-only
         rfs.mask_paths(linux.get("maskedPaths", []))
         rfs.readonly_paths(linux.get("readonlyPaths", []))
-        rfs.write_sysctls(linux.get("sysctl", {}))
         if "hostname" in config:
             sc.sethostname(config["hostname"])
         if "domainname" in config:
