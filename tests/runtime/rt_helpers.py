@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conftest import Runtime
+from conftest import RUN_PREFIX, Runtime
 
 
 def wait_status(rt: Runtime, cid: str, status: str, timeout: float = 10) -> dict[str, Any]:
@@ -75,12 +75,17 @@ def cgroup_dirs_matching(text: str) -> list[str]:
     return found
 
 
-def assert_nothing_left(rt: Runtime, cid: str, mounts_before: set[str]) -> None:
-    """After a failed command: no state dir, cgroup, host mount or process of ``cid``."""
+def assert_nothing_left(rt: Runtime, cid: str, mounts_before: set[str],
+                        paths: tuple[str, ...] = ()) -> None:
+    """After a failed command: no state dir, cgroup, host mount or process of ``cid``.
+
+    Only new mounts that mention the container, this run, its --root or ``paths`` (the
+    bundle) count: other workloads on the host may mount things meanwhile."""
     assert not os.path.exists(os.path.join(rt.root, cid)), f"state dir of {cid} left"
     assert cid not in rt.ids()
     assert not cgroup_dirs_matching(cid), f"cgroups left: {cgroup_dirs_matching(cid)}"
-    new = mountinfo() - mounts_before
+    keys = (cid, RUN_PREFIX, rt.root, *paths)
+    new = [m for m in mountinfo() - mounts_before if any(k in m for k in keys)]
     assert not new, f"mounts left on the host: {new}"
     procs = wait_for_gone(cid)
     assert not procs, f"processes left: {procs}"
@@ -104,7 +109,8 @@ def expect_failure(rt: Runtime, cid: str, *args: str, needle: str | tuple[str, .
     assert res.code == 1, res
     for n in (needle,) if isinstance(needle, str) else needle:
         assert n in res.err, res
-    assert_nothing_left(rt, cid, before)
+    paths = [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a in ("--bundle", "-b")]
+    assert_nothing_left(rt, cid, before, tuple(paths))
     return res.err
 
 

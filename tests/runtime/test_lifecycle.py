@@ -7,7 +7,6 @@ import os
 import time
 
 from conftest import Bundle, Runtime, unique_id
-
 from isobox.runtime.state import process_start_time
 
 

@@ -4,13 +4,17 @@ type check of the path), user namespace id mappings, time offsets, hostname/doma
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+import busybox_bundle
 import pytest
+from rt_helpers import expect_failure, ns_inode, read
+
 from conftest import RUN_PREFIX, Bundle, Runtime, unique_id
-from rt_helpers import expect_failure, ns_inode, read, wait_status
 
 ALL_TYPES = ("pid", "network", "ipc", "uts", "mount", "cgroup", "time")
 
@@ -28,6 +32,19 @@ def netns() -> Iterator[str]:
     subprocess.run(["ip", "netns", "add", name], check=True)
     yield f"/run/netns/{name}"
     subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+@pytest.fixture
+def public_bundle(busybox_rootfs: str) -> Iterator[Bundle]:
+    """A bundle whose path a user namespace's root (an unprivileged host uid) can reach."""
+    d = tempfile.mkdtemp(prefix=f"{RUN_PREFIX}-pub-")
+    os.chmod(d, 0o755)
+    busybox_bundle.make_bundle(d, ["true"], rootfs_from=busybox_rootfs)
+    os.mkdir(os.path.join(d, "rootfs", "shared"))  # the rootfs is not the container root's
+    os.mkdir(os.path.join(d, "shared"), 0o777)
+    os.chmod(os.path.join(d, "shared"), 0o777)
+    yield Bundle(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_every_new_namespace_differs_from_the_host(runtime: Runtime, bundle: Bundle) -> None:
@@ -89,41 +106,39 @@ def test_join_namespaces_of_another_container(runtime: Runtime, bundle: Bundle) 
     runtime("delete", "--force", first)
 
 
-def test_user_namespace_mappings_and_file_ownership(runtime: Runtime, bundle: Bundle,
-                                                    tmp_path: Any) -> None:
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    os.chmod(shared, 0o777)
+def test_user_namespace_mappings_and_file_ownership(runtime: Runtime,
+                                                    public_bundle: Bundle) -> None:
+    bundle = public_bundle
+    shared = os.path.join(bundle.path, "shared")
     set_namespaces(bundle, "pid", "network", "ipc", "uts", "mount", "user", "cgroup")
     bundle.config["linux"]["uidMappings"] = [
         {"containerID": 0, "hostID": 100000, "size": 65536}]
     bundle.config["linux"]["gidMappings"] = [
         {"containerID": 0, "hostID": 100000, "size": 65536}]
     bundle.config["mounts"].append({"destination": "/shared", "type": "bind",
-                                    "source": str(shared), "options": ["rbind", "rw"]})
+                                    "source": shared, "options": ["rbind", "rw"]})
     bundle.set_args("sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; "
                     "touch /shared/made; mkdir /shared/dir")
     res = runtime("run", "--bundle", bundle.path, unique_id())
     assert res.out.split()[:7] == ["0", "100000", "65536", "0", "100000", "65536", "0"], res
-    st = os.stat(shared / "made")
+    st = os.stat(os.path.join(shared, "made"))
     assert (st.st_uid, st.st_gid) == (100000, 100000)
-    assert os.stat(shared / "dir").st_uid == 100000
+    assert os.stat(os.path.join(shared, "dir")).st_uid == 100000
 
 
-def test_user_namespace_non_root_user(runtime: Runtime, bundle: Bundle, tmp_path: Any) -> None:
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    os.chmod(shared, 0o777)
+def test_user_namespace_non_root_user(runtime: Runtime, public_bundle: Bundle) -> None:
+    bundle = public_bundle
+    shared = os.path.join(bundle.path, "shared")
     set_namespaces(bundle, "pid", "ipc", "uts", "mount", "user", "network")
     bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 2000}]
     bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000, "size": 2000}]
     bundle.config["process"]["user"] = {"uid": 1000, "gid": 1000}
     bundle.config["mounts"].append({"destination": "/shared", "type": "bind",
-                                    "source": str(shared), "options": ["bind"]})
+                                    "source": shared, "options": ["bind"]})
     bundle.set_args("sh", "-c", "id -u; id -g; touch /shared/f")
     res = runtime("run", "--bundle", bundle.path, unique_id())
     assert res.out.split() == ["1000", "1000"], res
-    st = os.stat(shared / "f")
+    st = os.stat(os.path.join(shared, "f"))
     assert (st.st_uid, st.st_gid) == (201000, 201000)
 
 
@@ -175,3 +190,32 @@ def test_cgroup_namespace_hides_host_paths(runtime: Runtime, bundle: Bundle) -> 
     res = runtime("run", "--bundle", bundle.path, unique_id())
     paths = [ln.split(":", 2)[2] for ln in res.out.splitlines()]
     assert paths and all(p == "/" for p in paths), res.out
+
+
+def test_exec_and_pause_in_a_user_namespace(runtime: Runtime, public_bundle: Bundle) -> None:
+    bundle = public_bundle
+    set_namespaces(bundle, "pid", "network", "ipc", "uts", "mount", "user")
+    bundle.config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 300000, "size": 100}]
+    bundle.config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 300000, "size": 100}]
+    bundle.set_args("sleep", "30")
+    cid = unique_id()
+    runtime("run", "-d", "--bundle", bundle.path, cid)
+    pid = runtime.state(cid)["pid"]
+    assert read(f"/proc/{pid}/status").count("\t300000\t") >= 1
+    out = runtime("exec", cid, "sh", "-c", "id -u; cat /proc/self/uid_map; "
+                  "readlink /proc/self/ns/user").out.split()
+    assert out[:4] == ["0", "0", "300000", "100"]
+    assert out[4] == ns_inode(pid, "user")
+    runtime("pause", cid)
+    assert runtime.state(cid)["status"] == "paused"
+    runtime("resume", cid)
+    runtime("delete", "--force", cid)
+
+
+def test_time_offset_the_kernel_refuses(runtime: Runtime, bundle: Bundle) -> None:
+    set_namespaces(bundle, "pid", "network", "ipc", "uts", "mount", "time")
+    bundle.config["linux"]["timeOffsets"] = {"boottime": {"secs": -(10**11)}}
+    bundle.save()
+    cid = unique_id()
+    expect_failure(runtime, cid, "create", "--bundle", bundle.path, cid,
+                   needle=("linux.timeOffsets", "boottime"))

@@ -53,7 +53,7 @@ def kitchen_sink() -> dict[str, Any]:
     proc.update(
         {
             "consoleSize": {"height": 24, "width": 80},
-            "user": {"uid": 1000, "gid": 1000, "umask": 0o22, "additionalGids": [5, 4294967295]},
+            "user": {"uid": 1000, "gid": 1000, "umask": 0o22, "additionalGids": [5, 2147483647]},
             "commandLine": "",
             "apparmorProfile": "",
             "selinuxLabel": "",

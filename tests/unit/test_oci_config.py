@@ -17,6 +17,7 @@ from isobox.oci.config import sysctl_file, validate_config, validate_process
 from isobox.oci.defaults import default_spec
 
 U32 = "0..4294967295"
+UID = "0..2147483647"  # process.user ids: containerd's cap (catalogue case 13)
 U64 = "0..18446744073709551615"
 
 
@@ -96,11 +97,13 @@ BAD: list[tuple[str, Any, str, str]] = [
     ("process.consoleSize", {"height": 1, "width": -1}, "process.consoleSize.width", U64),
     ("process.user", DELETE, "process.user", "required field is missing"),
     ("process.user.uid", DELETE, "process.user.uid", "required field is missing"),
-    ("process.user.uid", -1, "process.user.uid", f"-1 is out of range {U32}"),
+    ("process.user.uid", -1, "process.user.uid", f"-1 is out of range {UID}"),
+    ("process.user.uid", 2**31, "process.user.uid",
+     f"invalid user: id 2147483648 is out of range {UID}"),
     ("process.user.uid", True, "process.user.uid", "expected an integer, got boolean true"),
-    ("process.user.gid", 4294967296, "process.user.gid", f"4294967296 is out of range {U32}"),
+    ("process.user.gid", 4294967296, "process.user.gid", f"4294967296 is out of range {UID}"),
     ("process.user.umask", "022", "process.user.umask", 'expected an integer, got string "022"'),
-    ("process.user.additionalGids", [1, 2**32], "process.user.additionalGids[1]", U32),
+    ("process.user.additionalGids", [1, 2**32], "process.user.additionalGids[1]", UID),
     ("process.user.additionalGids", [1.5], "process.user.additionalGids[0]", "got number 1.5"),
     ("process.user.additionalGids", 5, "process.user.additionalGids", "an array of integers"),
     ("process.args", DELETE, "process.args", "required field is missing"),

@@ -173,17 +173,24 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
 
 
 def drop_bounding(keep: set[int] | frozenset[int]) -> None:
-    """PR_CAPBSET_DROP every capability up to :func:`last_cap` that is not in ``keep``.
+    """PR_CAPBSET_DROP every capability the kernel knows that is not in ``keep``.
 
     Needs CAP_SETPCAP. Dropping a capability that is already out of the set is not an error.
     """
+    import errno
+
     from isobox.linux.syscalls import PR_CAPBSET_DROP, prctl
 
-    for cap in range(last_cap() + 1):
+    # Up to the kernel's own limit (EINVAL past the last capability), never trusting
+    # /proc/sys/kernel/cap_last_cap: after pivot_root that file is the container's, and a
+    # lower number there must not leave capabilities in the set.
+    for cap in range(64):
         if cap not in keep:
             try:
                 prctl(PR_CAPBSET_DROP, cap)
             except OSError as e:
+                if e.errno == errno.EINVAL and cap > 0:
+                    break
                 raise OSError(e.errno, f"drop {name(cap)} from the bounding set: {e.strerror}") \
                     from None
 

@@ -1,7 +1,7 @@
 """``fork`` straight into a cgroup v2 directory: clone3(CLONE_INTO_CGROUP).
 
 Moving a process with a write to ``cgroup.procs`` takes the kernel's global
-threadgroup lock, whose first writer waits for an RCU grace period (12–20 ms here, on
+threadgroup lock, whose first writer waits for an RCU grace period (12-20 ms here, on
 every container create). A child born in the cgroup pays nothing. This behaves like
 :func:`os.fork`: the same interpreter hooks run around the syscall (PyOS_BeforeFork /
 AfterFork_*), and the GIL is held throughout (the call goes through ``PyDLL``).

@@ -13,11 +13,14 @@ import errno
 import os
 import stat
 
+from isobox.errors import SystemSetupError
+from isobox.linux import syscalls as _sc
 from isobox.linux.syscalls import (
     RESOLVE_BENEATH,
     RESOLVE_IN_ROOT,
     RESOLVE_NO_MAGICLINKS,
     RESOLVE_NO_SYMLINKS,
+    RESOLVE_NO_XDEV,
     openat2,
 )
 
@@ -135,3 +138,62 @@ def is_symlink_in_root(rootfd: int, path: str) -> bool:
         return False
     finally:
         os.close(parent)
+
+
+# -- writes to procfs (CVE-2025-52881) ---------------------------------------------------
+PROC_ROOT_INO = 1  # the root directory of every procfs instance
+
+
+def check_procfs_root(fd: int, what: str) -> None:
+    """Refuse ``fd`` unless it is the root directory of a procfs instance."""
+    if _sc.fstatfs_type(fd) != _sc.PROC_SUPER_MAGIC:
+        raise SystemSetupError(f"{what} is not procfs; refusing to write to it")
+    ino = os.fstat(fd).st_ino
+    if ino != PROC_ROOT_INO:
+        raise SystemSetupError(f"{what}: unexpected inode {ino} (not the root of a procfs); "
+                               "refusing to write to it")
+
+
+def open_procfs(path: str = "/proc") -> int:
+    """An O_PATH fd of the procfs mounted at ``path`` (not following a symlink), verified."""
+    fd = os.open(path, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        check_procfs_root(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def private_procfs() -> int:
+    """A procfs instance of our own (fsopen/fsmount, attached nowhere), for the current PID
+    namespace: nothing mounted over the container's /proc can redirect writes made through
+    it. Raises OSError where the kernel refuses a new procfs (e.g. in a user namespace)."""
+    flags = _sc.MOUNT_ATTR_NOSUID | _sc.MOUNT_ATTR_NODEV | _sc.MOUNT_ATTR_NOEXEC
+    fd = _sc.fsmount_new("proc", flags)
+    try:
+        check_procfs_root(fd, "the private procfs")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def proc_write(procfd: int, rel: str, data: bytes) -> None:
+    """Write ``data`` to ``rel`` below the procfs root ``procfd`` (from :func:`open_procfs`
+    or :func:`private_procfs`): the walk follows no symlink, crosses no mount point and never
+    leaves the root, and the file it opens must be on procfs."""
+    try:
+        fd = openat2(procfd, rel, os.O_WRONLY,
+                     RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)
+    except OSError as e:
+        why = os.strerror(e.errno or 0)
+        if e.errno in (errno.ELOOP, errno.EXDEV):
+            why = "a symlink or a mount point is in the way; refusing to follow it"
+        raise SystemSetupError(f"/proc/{rel}: {why}") from None
+    try:
+        if _sc.fstatfs_type(fd) != _sc.PROC_SUPER_MAGIC:
+            raise SystemSetupError(f"/proc/{rel} is not procfs; refusing to write to it")
+        os.write(fd, data)
+    finally:
+        os.close(fd)

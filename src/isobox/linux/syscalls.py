@@ -83,7 +83,18 @@ _NR = {
     "setns": 308,
     "sched_setattr": 314,
     "openat2": 437,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
 }
+
+# New mount API (linux/mount.h)
+FSOPEN_CLOEXEC = 1
+FSCONFIG_CMD_CREATE = 6
+FSMOUNT_CLOEXEC = 1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
 
 PROC_SUPER_MAGIC = 0x9FA0
 TMPFS_MAGIC = 0x01021994
@@ -192,6 +203,18 @@ def statfs_type(path: str) -> int:
     buf = _StatFs()
     _check(_libc.statfs(_b(path), ctypes.byref(buf)), f"statfs {path}", path)
     return int(buf.f_type)
+
+
+def fsmount_new(fstype: str, attrs: int = 0) -> int:
+    """A new, detached instance of ``fstype`` (fsopen, fsconfig CREATE, fsmount): an fd of
+    its root that no mount in any namespace can redirect. Always O_CLOEXEC."""
+    fs = _check(_syscall(_NR["fsopen"], _b(fstype), FSOPEN_CLOEXEC), f"fsopen {fstype}")
+    try:
+        _check(_syscall(_NR["fsconfig"], fs, FSCONFIG_CMD_CREATE, None, None, 0),
+               f"fsconfig {fstype}")
+        return _check(_syscall(_NR["fsmount"], fs, FSMOUNT_CLOEXEC, attrs), f"fsmount {fstype}")
+    finally:
+        os.close(fs)
 
 
 def sethostname(name: str) -> None:

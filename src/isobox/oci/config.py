@@ -119,6 +119,7 @@ PROC_BIND_TARGETS = frozenset(
 )
 MAX_ID_MAPPINGS = 340  # the kernel's limit on lines in uid_map/gid_map (since Linux 4.15)
 _U32_MAX = 2**32 - 1
+_ID_MAX = 2**31 - 1
 
 # --- string rules (return an error message or None) ----------------------------------------
 
@@ -257,6 +258,16 @@ def _intel_rdt(v: Any, p: str) -> None:
     fail(p, "Intel RDT (intelRdt) is not supported by isobox")
 
 
+def _user_id(v: Any, p: str) -> None:
+    """A uid or gid of ``process.user`` (catalogue case 13): at most 2**31-1, as containerd
+    caps them (CVE-2024-40635). Above that the kernel's uid_t wraps: 4294967295 is
+    ``(uid_t)-1``, which setresuid(2) reads as "leave unchanged", i.e. stay root."""
+    if type(v) is not int:
+        expected(p, "an integer", v)
+    if v < 0 or v > _ID_MAX:
+        fail(p, f"invalid user: id {v} is out of range 0..{_ID_MAX}")
+
+
 def _rlimit(r: dict[str, Any], p: str) -> None:
     if r["soft"] > r["hard"]:
         fail(p + ".soft", f"soft limit {r['soft']} is greater than hard limit {r['hard']}")
@@ -380,10 +391,10 @@ _process = obj(
         "consoleSize": obj({"height": _U64, "width": _U64}, required=("height", "width")),
         "user": obj(
             {
-                "uid": _U32,
-                "gid": _U32,
+                "uid": _user_id,
+                "gid": _user_id,
                 "umask": _U32,
-                "additionalGids": array(_U32, "an array of integers"),
+                "additionalGids": array(_user_id, "an array of integers"),
                 "username": string,
             },
             required=("uid", "gid"),

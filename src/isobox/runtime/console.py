@@ -17,8 +17,15 @@ TIOCSWINSZ = 0x5414
 
 
 def connect_console_socket(path: str) -> int:
-    """Connect to the caller's console socket (before any namespace change); returns an fd."""
+    """Connect to the caller's console socket (before any namespace change); returns an fd.
+
+    Also imports what :func:`setup_terminal` needs: it runs after ``pivot_root`` or after
+    joining the container's mount namespace, where the host's modules cannot be found."""
+    import fcntl  # noqa: F401
     import socket
+    import struct  # noqa: F401
+
+    from isobox.linux import safepath  # noqa: F401
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -27,6 +34,34 @@ def connect_console_socket(path: str) -> int:
         s.close()
         raise ConfigError("--console-socket", f"cannot connect to {path}: {e.strerror}") from None
     return s.detach()
+
+
+def _open_ptmx() -> int:
+    """The pty multiplexer, opened only once proven to be one (char 5:2): the image or the
+    container controls /dev, and a symlink there must not make us open another file."""
+    import stat
+
+    from isobox.linux import safepath
+
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for path in ("/dev/pts/ptmx", "/dev/ptmx"):
+            try:
+                fd = safepath.open_in_root(root, path, os.O_PATH)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(5, 2):
+                    return os.open(safepath.fd_path(fd), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            except OSError as e:
+                raise SystemSetupError(f"{path}: {e.strerror}") from None
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
+    raise SystemSetupError("no pty multiplexer in the container: neither /dev/pts/ptmx nor "
+                           "/dev/ptmx is the char device 5:2")
 
 
 def setup_terminal(console_fd: int, size: dict[str, int] | None, mount_console: bool) -> None:
@@ -38,10 +73,7 @@ def setup_terminal(console_fd: int, size: dict[str, int] | None, mount_console: 
     from isobox.linux import safepath
     from isobox.linux import syscalls as sc
 
-    try:
-        master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    master = _open_ptmx()
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
     peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
     if size:

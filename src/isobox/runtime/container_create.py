@@ -83,6 +83,12 @@ def _rfc3339_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
 
 
+def _own_start_time() -> int | None:
+    from isobox.runtime.state import process_start_time
+
+    return process_start_time(os.getpid())
+
+
 def _write_id_maps(pid: int, config: dict[str, Any]) -> None:
     linux = config.get("linux", {})
     for key, fname in (("uidMappings", "uid_map"), ("gidMappings", "gid_map")):
@@ -112,15 +118,27 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
     mgr: CgroupManager | None = None
     pid_a = 0
     host_pid = 0
+    forked = False
     fifo_dir_fd = -1
     console_fd = -1
     try:
         state_dir = store.reserve(cid)
+        ContainerState(cid, state_dir, {  # what `state` shows while this create runs
+            "id": cid, "bundle": bundle, "creating": True, "creator": os.getpid(),
+            "creatorStart": _own_start_time(), "created": _rfc3339_now(),
+            "config": {k: config[k] for k in ("ociVersion", "annotations") if k in config},
+        }).save()
         fifo = os.path.join(state_dir, EXEC_FIFO)
         os.mkfifo(fifo, 0o622)
         # The umask took group/other write: the container's user (any uid, and in a user
         # namespace an unmapped-to-us one) must be able to open it for writing.
         os.chmod(fifo, 0o622)
+        if config.get("hooks", {}).get("startContainer"):
+            from isobox.runtime.state import START_FIFO
+
+            fifo = os.path.join(state_dir, START_FIFO)
+            os.mkfifo(fifo, 0o622)
+            os.chmod(fifo, 0o622)
         fifo_dir_fd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         linux = config.get("linux", {})
         mgr = CgroupManager(resolve_path(linux.get("cgroupsPath"), cid))
@@ -144,6 +162,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
             os.close(parent.rfd)
             os.close(parent.wfd)
             stage_a(params, child, born_in_cgroup)
+        forked = True
         for fd in parent_only:
             os.close(fd)
         if console_fd >= 0:
@@ -168,6 +187,14 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         return state
     except BaseException:
         _undo(pid_a, host_pid, mgr, store, cid if state_dir else "")
+        if forked and config.get("hooks", {}).get("poststop"):
+            # The spec: a failed create "continues the lifecycle" at delete (poststop).
+            from isobox.runtime.hooks import run_hooks
+
+            run_hooks(config, "poststop", {
+                "ociVersion": config.get("ociVersion", ""), "id": cid, "pid": 0,
+                "status": "stopped", "bundle": bundle,
+                "annotations": config.get("annotations", {})}, warn=True)
         raise
     finally:
         for fd in [fifo_dir_fd, console_fd, *ns_fds.values()]:
@@ -189,10 +216,10 @@ def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundl
         kind, arg = parent.recv()
         if kind == "userns":
             _write_id_maps(pid_a, config)
-            parent.send("ok")
+            _send(parent, "ok")
         elif kind == "pid":
             host_pid = int(arg)
-            parent.send("cg")  # stage A joined the cgroups before it forked stage B
+            _send(parent, "cg", str(host_pid))  # stage A joined the cgroups before forking B
         elif kind == "hooks":
             pending_hooks = True
         elif kind == "ready":
@@ -212,9 +239,17 @@ def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundl
                 run_hooks(config, "prestart", state)
                 run_hooks(config, "createRuntime", state)
             except IsoboxError as e:
-                parent.send("abort", str(e))
+                _send(parent, "abort", str(e))
                 raise
-            parent.send("ok", str(host_pid))
+            _send(parent, "ok", str(host_pid))
+
+
+def _send(parent: Any, kind: str, arg: str = "") -> None:
+    """Send to the init stages; if they are gone, their error (or EOF) is read next."""
+    try:
+        parent.send(kind, arg)
+    except BrokenPipeError:
+        pass
 
 
 def _fork_in_cgroup(mgr: CgroupManager) -> tuple[int, bool]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 
 from isobox.errors import ConflictError, IsoboxError
-from isobox.runtime.log import LOG
 from isobox.runtime.state import ContainerState, StateStore
 
 
@@ -28,6 +27,9 @@ def _wait_exit(pid: int, timeout: float) -> bool:
 def destroy(store: StateStore, st: ContainerState) -> None:
     from isobox.cgroups import CgroupManager
 
+    if st.data.get("creating"):  # its create was killed before it made anything to record
+        store.remove(st.id)
+        return
     mgr = CgroupManager.from_state(st.data["cgroup"])
     if st.init_alive():
         if st.frozen():
@@ -45,12 +47,9 @@ def destroy(store: StateStore, st: ContainerState) -> None:
         mgr.kill_all(9)
     mgr.destroy()
     if st.config.get("hooks", {}).get("poststop"):
-        from isobox.runtime.hooks import HookError, run_hooks
+        from isobox.runtime.hooks import run_hooks
 
-        try:
-            run_hooks(st.config, "poststop", st.oci_state("stopped"))
-        except HookError as e:
-            LOG.warning(str(e))
+        run_hooks(st.config, "poststop", st.oci_state("stopped"), warn=True)
     store.remove(st.id)
 
 

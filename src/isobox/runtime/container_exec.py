@@ -44,9 +44,10 @@ def exec_process(store: StateStore, cid: str, process: dict[str, Any], opts: Exe
     st = store.load(cid)
     status = st.status()
     if status == "paused" and not opts.ignore_paused:
-        raise ConflictError("cannot exec in a paused container")
+        raise ConflictError("cannot exec in a paused container (use --ignore-paused to "
+                            "override)")
     if status == "stopped":
-        raise ConflictError("cannot exec a container that has stopped")
+        raise ConflictError("cannot exec in a stopped container")  # runc's words
     config = dict(st.config)
     config["process"] = process
     config = validate_config(config, "process.json")
@@ -118,7 +119,7 @@ def _preload(config: dict[str, Any]) -> None:
     import resource  # noqa: F401  (apply_rlimits)
     import stat  # noqa: F401  (enter_cwd)
 
-    from isobox.linux import capabilities  # noqa: F401
+    from isobox.linux import capabilities, safepath  # noqa: F401  (safepath: oomScoreAdj)
     from isobox.runtime import process  # noqa: F401
     from isobox.runtime.init import _describe  # noqa: F401
 

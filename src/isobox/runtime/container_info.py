@@ -20,14 +20,14 @@ def _pretty(obj: Any) -> str:
 
 
 def state(store: StateStore, cid: str) -> str:
-    return _pretty(store.load(cid).oci_state())
+    return _pretty(store.load(cid, creating_ok=True).oci_state())
 
 
 def list_containers(store: StateStore, fmt: str = "table", quiet: bool = False) -> str:
     items: list[dict[str, Any]] = []
     for cid in store.ids():
         try:
-            s = store.load(cid).oci_state()
+            s = store.load(cid, creating_ok=True).oci_state()
         except Exception:  # a container being deleted concurrently
             continue
         s.pop("annotations", None)

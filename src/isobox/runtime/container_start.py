@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from isobox.errors import ConflictError, SystemSetupError
-from isobox.runtime.log import LOG
 from isobox.runtime.state import ContainerState, StateStore
 
 
@@ -18,15 +17,26 @@ def start(store: StateStore, cid: str) -> ContainerState:
         raise ConflictError("cannot start a container that has stopped")
     if status != "created":
         raise ConflictError("cannot start an already running container")
+    hooks = st.config.get("hooks", {})
+    hook_fd = -1
+    if hooks.get("startContainer"):
+        from isobox.runtime.hooks import open_start_fifo
+
+        hook_fd = open_start_fifo(st.dir)
+    try:
+        # Before the fifo: once released, the process may run, exit and be reaped at once.
+        pidfd = os.pidfd_open(st.pid)
+    except OSError:
+        if hook_fd >= 0:
+            os.close(hook_fd)
+        raise ConflictError("cannot start a container that has stopped") from None
     try:
         fd = os.open(st.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
+        os.close(pidfd)
+        if hook_fd >= 0:
+            os.close(hook_fd)
         raise ConflictError("cannot start an already running container") from None
-    try:
-        pidfd = os.pidfd_open(st.pid)
-    except OSError:
-        os.close(fd)
-        raise ConflictError("cannot start a container that has stopped") from None
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP)
@@ -47,12 +57,12 @@ def start(store: StateStore, cid: str) -> ContainerState:
         os.unlink(st.fifo_path)
     except FileNotFoundError:
         pass
-    hooks = st.config.get("hooks", {})
-    if hooks.get("poststart"):
-        from isobox.runtime.hooks import HookError, run_hooks
+    if hook_fd >= 0:
+        from isobox.runtime.hooks import wait_start_hooks
 
-        try:
-            run_hooks(st.config, "poststart", st.oci_state("running"))
-        except HookError as e:
-            LOG.warning(str(e))
+        wait_start_hooks(hook_fd, st.pid)  # raises if a startContainer hook failed
+    if hooks.get("poststart"):
+        from isobox.runtime.hooks import run_hooks
+
+        run_hooks(st.config, "poststart", st.oci_state("running"), warn=True)
     return st

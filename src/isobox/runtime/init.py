@@ -6,7 +6,7 @@ drops privileges, tells the runtime it is ready, blocks on ``exec.fifo`` until `
 and finally ``execve``s the container process.
 
 Stage A joins the container's cgroups without the kernel's global threadgroup lock, whose
-first taker waits an RCU grace period (12–20 ms here): it is born in its cgroup2 directory
+first taker waits an RCU grace period (12-20 ms here): it is born in its cgroup2 directory
 (clone3 CLONE_INTO_CGROUP) and moves only its single thread on v1 (``tasks``). B inherits
 them; it creates its cgroup namespace (whose root must be the container's cgroup) after
 the runtime's "cg" message, before it mounts cgroupfs.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from isobox.errors import IsoboxError
+from isobox.errors import IsoboxError, SystemSetupError
 from isobox.linux import syscalls as sc
 from isobox.runtime.namespaces import JOIN_ORDER, NS_FLAGS
 
@@ -61,9 +61,12 @@ def _describe(e: BaseException) -> str:
     from isobox.runtime.log import LOG
 
     if LOG.debug_enabled and not isinstance(e, IsoboxError):
-        import traceback
-
-        return "".join(traceback.format_exception(e)).replace("\n", " | ")
+        try:
+            import traceback
+        except ImportError:  # after pivot_root the host's modules are gone
+            pass
+        else:
+            return "".join(traceback.format_exception(e)).replace("\n", " | ")
     if isinstance(e, IsoboxError):
         return str(e)
     if isinstance(e, OSError):
@@ -77,9 +80,9 @@ def stage_a(p: InitParams, sync: SyncPipe, born_in_cgroup: bool = False) -> NoRe
         if p.cgroup is not None:
             p.cgroup.add_self(skip_unified=born_in_cgroup)
         if "user" in p.ns_fds:
-            sc.setns(p.ns_fds["user"], sc.CLONE_NEWUSER)
+            _setns(p.ns_fds["user"], "user")
         elif "user" in p.new_ns:
-            sc.unshare(sc.CLONE_NEWUSER)
+            _unshare(sc.CLONE_NEWUSER, ["user"])
             sync.send("userns")
             kind, arg = sync.recv()
             if kind != "ok":
@@ -88,18 +91,18 @@ def stage_a(p: InitParams, sync: SyncPipe, born_in_cgroup: bool = False) -> NoRe
             os.setresuid(0, 0, 0)
         for t in JOIN_ORDER:
             if t != "user" and t in p.ns_fds:
-                sc.setns(p.ns_fds[t], NS_FLAGS[t])
+                _setns(p.ns_fds[t], t)
         flags = 0
+        types = []
         for t in p.new_ns:
             if t not in ("user", "cgroup"):  # cgroup: in stage B, once in its cgroups
                 flags |= NS_FLAGS[t]
+                types.append(t)
         if flags:
-            sc.unshare(flags)
+            _unshare(flags, types)
         offsets = p.config.get("linux", {}).get("timeOffsets")
         if "time" in p.new_ns and offsets:
-            with open("/proc/self/timens_offsets", "w") as f:
-                for clock, off in offsets.items():
-                    f.write(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n")
+            _write_time_offsets(offsets)
         for fd in p.ns_fds.values():
             os.close(fd)
         pid = os.fork()
@@ -112,14 +115,48 @@ def stage_a(p: InitParams, sync: SyncPipe, born_in_cgroup: bool = False) -> NoRe
     os._exit(0)
 
 
+def _setns(fd: int, t: str) -> None:
+    try:
+        sc.setns(fd, NS_FLAGS[t])
+    except OSError as e:
+        raise SystemSetupError(f"config.json: linux.namespaces: cannot join the {t} namespace: "
+                               f"{os.strerror(e.errno or 0)}") from None
+
+
+def _unshare(flags: int, types: list[str]) -> None:
+    try:
+        sc.unshare(flags)
+    except OSError as e:
+        raise SystemSetupError(f"config.json: linux.namespaces: cannot create new "
+                               f"{', '.join(types)} namespaces: {os.strerror(e.errno or 0)}"
+                               ) from None
+
+
+def _write_time_offsets(offsets: dict[str, Any]) -> None:
+    text = "".join(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n"
+                   for clock, off in offsets.items())
+    try:
+        fd = os.open("/proc/self/timens_offsets", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise SystemSetupError(f"config.json: linux.timeOffsets: the kernel refused "
+                               f"{text.strip()!r}: {os.strerror(e.errno or 0)}") from None
+
+
 def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
     from isobox.runtime import process as proc
     from isobox.runtime import rootfs as rfs
+    from isobox.runtime.state import START_FIFO
 
     config = p.config
     process = config["process"]
     linux = config.get("linux", {})
     ready = False
+    host_pid = 0
+    start_fd = -1
     try:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         os.setsid()
@@ -139,9 +176,11 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
         def join_cgroups() -> None:
             if joined:
                 return
+            nonlocal host_pid
             kind, arg = sync.recv()
             if kind != "cg":
                 raise IsoboxError(arg or "cgroup setup aborted")
+            host_pid = int(arg or 0)
             if "cgroup" in p.new_ns:
                 sc.unshare(sc.CLONE_NEWCGROUP)
             joined.append(True)
@@ -159,7 +198,11 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
             if hooks.get("createContainer"):
                 from isobox.runtime.hooks import run_hooks
 
-                run_hooks(config, "createContainer", _hook_state(p, int(arg), "created"))
+                run_hooks(config, "createContainer", _hook_state(p, host_pid, "creating"))
+        if hooks.get("startContainer"):
+            import select  # noqa: F401  (after pivot_root the host's modules are gone)
+
+            from isobox.runtime import hooks as _hooks  # noqa: F401
         builder.pivot(p.no_pivot)
         if process.get("terminal"):
             from isobox.runtime.console import setup_terminal
@@ -194,16 +237,26 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
         fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=p.fifo_dir_fd)
         os.write(fd, b"0")
         os.close(fd)
-        os.close(p.fifo_dir_fd)
         if hooks.get("startContainer"):
             from isobox.runtime.hooks import run_hooks
 
-            run_hooks(config, "startContainer", _hook_state(p, os.getpid(), "created"))
+            # start is reading the other end: it sees our error, or EOF at execve.
+            start_fd = os.open(START_FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC,
+                               dir_fd=p.fifo_dir_fd)
+            os.close(p.fifo_dir_fd)
+            run_hooks(config, "startContainer", _hook_state(p, host_pid, "created"))
+        else:
+            os.close(p.fifo_dir_fd)
         proc.exec_process(path, process, seccomp, p.preserve_fds)
     except BaseException as e:
         msg = _describe(e)
         if ready:
             os.write(2, f"isobox-runtime: error: {msg}\n".encode())
+            if start_fd >= 0:
+                try:
+                    os.write(start_fd, msg.encode())
+                except OSError:
+                    pass
         else:
             try:
                 sync.send("error", msg)

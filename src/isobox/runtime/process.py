@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from isobox.errors import ConfigError, SystemSetupError
+from isobox.linux import safepath
 from isobox.linux import syscalls as sc
 
 TYPE_CHECKING = False
@@ -73,9 +74,18 @@ def apply_rlimits(process: dict[str, Any]) -> None:
 
 def apply_scheduling(process: dict[str, Any]) -> None:
     if "oomScoreAdj" in process:
+        # Only through a verified procfs, never a path the container may have redirected
+        # (CVE-2025-52881): for exec, /proc is the container's mount.
         try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write(str(process["oomScoreAdj"]))
+            procfd = safepath.open_procfs("/proc")
+            try:
+                safepath.proc_write(procfd, f"{os.getpid()}/oom_score_adj",
+                                    str(process["oomScoreAdj"]).encode())
+            finally:
+                os.close(procfd)
+        except SystemSetupError as e:
+            raise SystemSetupError(f"process.oomScoreAdj {process['oomScoreAdj']}: {e}"
+                                   ) from None
         except OSError as e:
             raise SystemSetupError(f"process.oomScoreAdj {process['oomScoreAdj']}: "
                                    f"{e.strerror}") from None
@@ -152,13 +162,17 @@ def find_executable(args: list[str], env: list[str]) -> str:
         candidates = [os.path.join(d or ".", name) for d in path.split(":")]
     import stat
 
+    found = False
     for cand in candidates:
         try:
             st = os.stat(cand)
         except OSError:
             continue
+        found = True
         if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
             return cand
+    if "/" in name and found:  # execve's EACCES, as runc reports it (podman: exit 126)
+        raise SystemSetupError(f'exec: "{name}": permission denied')
     if "/" in name:
         raise SystemSetupError(f'exec: "{name}": stat {name}: no such file or directory')
     raise SystemSetupError(f'exec: "{name}": executable file not found in $PATH')

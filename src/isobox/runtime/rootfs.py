@@ -13,6 +13,7 @@ import stat
 from isobox.errors import ConfigError, SystemSetupError
 from isobox.linux import safepath
 from isobox.linux import syscalls as sc
+from isobox.oci.config import PROC_BIND_TARGETS
 from isobox.runtime.mountopts import parse_options, preserved_flags
 
 TYPE_CHECKING = False
@@ -36,6 +37,23 @@ def _nothing() -> None:
 
 def _fail(what: str, err: OSError) -> SystemSetupError:
     return SystemSetupError(f"{what}: {os.strerror(err.errno or 0)}")
+
+
+
+def _check_not_in_proc(fd: int, dest: str, where: str, *, bind: bool = False,
+                       proc: bool = False) -> None:
+    """Catalogue case 22 on the *resolved* target: a destination that reaches procfs through
+    a symlink in the image (``/myproc -> /proc``, then a mount at ``/myproc/sys``) is refused
+    like one that names it, so nothing can cover /proc/sys, /proc/self/attr and the like."""
+    if sc.fstatfs_type(fd) != sc.PROC_SUPER_MAGIC:
+        return
+    clean = os.path.normpath("/" + dest.lstrip("/"))
+    if proc and clean == "/proc":
+        return
+    if bind and clean in PROC_BIND_TARGETS:
+        return
+    raise ConfigError(f"{where}.destination",
+                      f'"{dest}" cannot be mounted because it is inside /proc')
 
 
 class RootfsBuilder:
@@ -108,6 +126,7 @@ class RootfsBuilder:
                               f"{dest!r} must be mounted on ordinary directory, not a symlink")
         fd = safepath.mkdir_all(self.rootfd, dest)
         try:
+            _check_not_in_proc(fd, dest, where, proc=mtype == "proc")
             flags = opts.flags & ~sc.MS_REMOUNT
             sc.mount(source or mtype, safepath.fd_path(fd), mtype, flags, opts.data or None)
         finally:
@@ -131,6 +150,7 @@ class RootfsBuilder:
         else:
             fd = safepath.create_file(self.rootfd, dest)
         try:
+            _check_not_in_proc(fd, dest, where, bind=True)
             sc.mount(src, safepath.fd_path(fd), None, flags & (sc.MS_BIND | sc.MS_REC))
         finally:
             os.close(fd)
@@ -172,6 +192,7 @@ class RootfsBuilder:
             return
         fd = safepath.mkdir_all(self.rootfd, dest)
         try:
+            _check_not_in_proc(fd, dest, "config.json: mounts (cgroup)")
             sc.mount("tmpfs", safepath.fd_path(fd), "tmpfs", base, "mode=755")
         finally:
             os.close(fd)
@@ -193,6 +214,7 @@ class RootfsBuilder:
     def _mount_cgroup_fs(self, dest: str, h: dict[str, Any], flags: int) -> None:
         fd = safepath.mkdir_all(self.rootfd, dest)
         try:
+            _check_not_in_proc(fd, dest, "config.json: mounts (cgroup)")
             target = safepath.fd_path(fd)
             if self.new_cgroupns:
                 sc.mount(h["fstype"], target, h["fstype"], flags, h["options"] or None)
@@ -338,8 +360,11 @@ def mask_paths(paths: list[str]) -> None:
                 raise SystemSetupError(f"masked path {p}: {os.strerror(e.errno or 0)}"
                                        ) from None
             try:
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISLNK(mode):
+                    raise SystemSetupError(f"masked path {p} must not be a symlink")
                 target = safepath.fd_path(fd)
-                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                if stat.S_ISDIR(mode):
                     sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY, None)
                 else:
                     sc.mount(safepath.fd_path(null), target, None, sc.MS_BIND)
@@ -356,8 +381,10 @@ def readonly_paths(paths: list[str]) -> None:
     root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for p in paths:
+            # Symlinks are followed inside the container's root (never out of it), so the
+            # file a link names is made read-only, not the link (as runc does after pivot).
             try:
-                fd = safepath.open_in_root(root, p, os.O_PATH | os.O_NOFOLLOW)
+                fd = safepath.open_in_root(root, p, os.O_PATH)
             except FileNotFoundError:
                 continue
             try:
@@ -365,7 +392,7 @@ def readonly_paths(paths: list[str]) -> None:
                          sc.MS_BIND | sc.MS_REC)
             finally:
                 os.close(fd)
-            fd = safepath.open_in_root(root, p, os.O_PATH | os.O_NOFOLLOW)
+            fd = safepath.open_in_root(root, p, os.O_PATH)
             try:
                 path = safepath.fd_path(fd)
                 keep = preserved_flags(path)
@@ -384,29 +411,34 @@ def readonly_root() -> None:
     sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | keep)
 
 
-def write_sysctls(sysctls: dict[str, str]) -> None:
-    """Write through a handle verified to be procfs, never following symlinks or mounts."""
+def write_sysctls(sysctls: dict[str, str], proc: str | None = None) -> None:
+    """Write ``linux.sysctl`` through a procfs of the runtime's own (CVE-2025-52881).
+
+    The handle comes from a private procfs instance (fsopen/fsmount), so no mount over the
+    container's /proc can redirect it; where the kernel refuses one (a user namespace whose
+    /proc is already partly masked), the container's /proc is used, after proving it is
+    the root of a procfs. Either way the walk follows no symlink and crosses no mount point,
+    and the file written must be on procfs. ``proc`` names the procfs mount to use instead
+    (tests)."""
     if not sysctls:
         return
-    base = os.open("/proc/sys", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    from isobox.oci.config import sysctl_file
+
+    if proc is not None:
+        base = safepath.open_procfs(proc)
+    else:
+        try:
+            base = safepath.private_procfs()
+        except OSError:
+            base = safepath.open_procfs("/proc")
     try:
-        if sc.fstatfs_type(base) != sc.PROC_SUPER_MAGIC:
-            raise SystemSetupError("/proc/sys is not procfs; refusing to write sysctls")
         for key, value in sysctls.items():
-            rel = key.replace(".", "/")
             try:
-                fd = sc.openat2(base, rel, os.O_WRONLY,
-                                sc.RESOLVE_BENEATH | sc.RESOLVE_NO_SYMLINKS | sc.RESOLVE_NO_XDEV)
-            except OSError as e:
-                raise SystemSetupError(f"sysctl {key!r}: {os.strerror(e.errno or 0)}") from None
-            try:
-                if sc.fstatfs_type(fd) != sc.PROC_SUPER_MAGIC:
-                    raise SystemSetupError(f"sysctl {key!r}: target is not procfs")
-                os.write(fd, value.encode())
+                safepath.proc_write(base, "sys/" + sysctl_file(key), value.encode())
+            except SystemSetupError as e:
+                raise SystemSetupError(f"sysctl {key}={value!r}: {e}") from None
             except OSError as e:
                 raise SystemSetupError(f"sysctl {key}={value!r}: {os.strerror(e.errno or 0)}"
                                        ) from None
-            finally:
-                os.close(fd)
     finally:
         os.close(base)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 DEFAULT_ROOT = "/run/isobox-runtime"
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
+START_FIFO = "hooks.fifo"  # startContainer hook errors: init -> start
 
 
 def process_start_time(pid: int) -> int | None:
@@ -81,6 +82,11 @@ class ContainerState:
         return pid > 0 and process_start_time(pid) == self.data.get("pidStart")
 
     def status(self, check_frozen: bool = True) -> str:
+        if self.data.get("creating"):  # written by create before it starts any work
+            creator = int(self.data.get("creator", 0))
+            if creator > 0 and process_start_time(creator) == self.data.get("creatorStart"):
+                return "creating"
+            return "stopped"  # its create died (was killed): only delete can follow
         if not self.init_alive():
             return "stopped"
         if os.path.exists(self.fifo_path):
@@ -92,6 +98,11 @@ class ContainerState:
     def frozen(self) -> bool:
         cg = self.data.get("cgroup") or {}
         freezer = cg.get("freezerFile") if isinstance(cg, dict) else None
+        if not freezer and isinstance(cg, dict):  # from CgroupManager.to_state()
+            hier = (cg.get("controllers") or {}).get("freezer") or cg.get("v2")
+            d = (cg.get("dirs") or {}).get(hier) if hier else None
+            if d:
+                freezer = f"{d}/cgroup.freeze" if hier == cg.get("v2") else f"{d}/freezer.state"
         if freezer:
             try:
                 with open(freezer) as f:
@@ -128,6 +139,9 @@ class StateStore:
         self.root = root
 
     def container_dir(self, cid: str) -> str:
+        from isobox.oci.ids import validate_container_id
+
+        validate_container_id(cid)  # every command, not only create (catalogue case 14)
         return os.path.join(self.root, cid)
 
     def reserve(self, cid: str) -> str:
@@ -140,7 +154,9 @@ class StateStore:
             raise ConflictError(f"container with id exists: {cid}") from None
         return path
 
-    def load(self, cid: str) -> ContainerState:
+    def load(self, cid: str, creating_ok: bool = False) -> ContainerState:
+        """The container's state; one still being created is refused (ConflictError)
+        unless ``creating_ok`` (``state``, ``list``)."""
         path = self.container_dir(cid)
         try:
             with open(os.path.join(path, STATE_FILE), "rb") as f:
@@ -149,7 +165,10 @@ class StateStore:
             if os.path.isdir(path):
                 raise ConflictError(f"container {cid} is still being created") from None
             raise NotFoundError(f"container does not exist: {cid}") from None
-        return ContainerState(cid, path, fastjson.loads(raw))
+        st = ContainerState(cid, path, fastjson.loads(raw))
+        if not creating_ok and st.data.get("creating") and st.status() == "creating":
+            raise ConflictError(f"container {cid} is still being created")
+        return st
 
     def ids(self) -> list[str]:
         try:
