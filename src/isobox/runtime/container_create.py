@@ -157,7 +157,9 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
             no_pivot=opts.no_pivot, no_new_keyring=opts.no_new_keyring,
             preserve_fds=opts.preserve_fds)
         parent, child, parent_only = sync.pair()
-        pid_a, born_in_cgroup = _fork_in_cgroup(mgr)
+        from isobox.runtime.spawn import fork_in_cgroup
+
+        pid_a, born_in_cgroup = fork_in_cgroup(mgr)
         if pid_a == 0:  # pragma: no cover - runs in the child
             os.close(parent.rfd)
             os.close(parent.wfd)
@@ -250,24 +252,6 @@ def _send(parent: Any, kind: str, arg: str = "") -> None:
         parent.send(kind, arg)
     except BrokenPipeError:
         pass
-
-
-def _fork_in_cgroup(mgr: CgroupManager) -> tuple[int, bool]:
-    """fork(), with the child born in the container's cgroup2 directory when the kernel can
-    (no cgroup.procs write, so no RCU grace period); (pid, whether it was born there)."""
-    unified = mgr.unified_dir()
-    if unified:
-        from isobox.linux.clone import fork_into_cgroup
-
-        fd = os.open(unified, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            return fork_into_cgroup(fd), True
-        except OSError:
-            pass
-        finally:
-            if fd >= 0:
-                os.close(fd)
-    return os.fork(), False
 
 
 def _undo(pid_a: int, host_pid: int, mgr: CgroupManager | None, store: StateStore,

@@ -72,11 +72,13 @@ def exec_process(store: StateStore, cid: str, process: dict[str, Any], opts: Exe
         if not opts.detach:
             sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
         parent, child, parent_only = sync.pair()
-        pid_c = os.fork()
+        from isobox.runtime.spawn import fork_in_cgroup
+
+        pid_c, born_in_cgroup = fork_in_cgroup(mgr)
         if pid_c == 0:  # pragma: no cover - child
             os.close(parent.rfd)
             os.close(parent.wfd)
-            _join(config, mgr, ns_fds, console_fd, opts.preserve_fds, child)
+            _join(config, mgr, ns_fds, console_fd, opts.preserve_fds, child, born_in_cgroup)
         for fd in parent_only:
             os.close(fd)
     finally:
@@ -130,10 +132,10 @@ def _preload(config: dict[str, Any]) -> None:
 
 
 def _join(config: dict[str, Any], mgr: CgroupManager, ns_fds: dict[str, int], console_fd: int,
-          preserve_fds: int, sync: SyncPipe) -> NoReturn:
+          preserve_fds: int, sync: SyncPipe, born_in_cgroup: bool) -> NoReturn:
     try:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
-        mgr.add(os.getpid())
+        mgr.add_self(skip_unified=born_in_cgroup)
         for t in JOIN_ORDER:
             if t in ns_fds:
                 sc.setns(ns_fds[t], NS_FLAGS[t])
