@@ -1,95 +1,27 @@
 """Shared fixtures: a busybox rootfs built once per session, bundles, and a runtime driver
-with its own ``--root`` that deletes whatever a test left and checks nothing leaked."""
+with its own ``--root`` that deletes whatever a test left and checks nothing leaked.
+
+The helpers themselves live in ``harness.py`` (import them from there, not from conftest:
+several test packages have a harness.py of their own)."""
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-
-import busybox_bundle  # noqa: E402
-
-RUN_PREFIX = f"ibxt{os.getpid()}"
-_counter = itertools.count()
-
-
-def runtime_command() -> list[str]:
-    exe = shutil.which("isobox-runtime") or os.path.join(sys.prefix, "bin", "isobox-runtime")
-    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "isobox.runtime"]
-
-
-def unique_id(tag: str = "c") -> str:
-    return f"{RUN_PREFIX}-{tag}{next(_counter)}"
-
-
-class Result:
-    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
-        self.code = proc.returncode
-        self.out = proc.stdout
-        self.err = proc.stderr
-
-    def __repr__(self) -> str:
-        return f"Result(code={self.code}, out={self.out!r}, err={self.err!r})"
-
-
-class Runtime:
-    """Drives the real ``isobox-runtime`` binary, as podman or containerd would."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.cmd = runtime_command()
-
-    def __call__(self, *args: str, check: bool = True, input: str | None = None,
-                 timeout: float = 60, global_args: tuple[str, ...] = ()) -> Result:
-        # Files, not pipes: `create` hands its stdio to the container, which keeps it open.
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.run([*self.cmd, "--root", self.root, *global_args, *args],
-                                  stdout=out, stderr=err, text=True, timeout=timeout,
-                                  input=input, check=False,
-                                  stdin=None if input is not None else subprocess.DEVNULL)
-            out.seek(0)
-            err.seek(0)
-            proc.stdout, proc.stderr = out.read(), err.read()
-        res = Result(proc)
-        if check and res.code != 0:
-            raise AssertionError(f"isobox-runtime {' '.join(args)} failed: {res}")
-        return res
-
-    def state(self, cid: str) -> dict[str, Any]:
-        return json.loads(self("state", cid).out)
-
-    def ids(self) -> list[str]:
-        if not os.path.isdir(self.root):
-            return []
-        return os.listdir(self.root)
-
-
-class Bundle:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.rootfs = os.path.join(path, "rootfs")
-        with open(os.path.join(path, "config.json")) as f:
-            self.config: dict[str, Any] = json.load(f)
-
-    def save(self) -> None:
-        with open(os.path.join(self.path, "config.json"), "w") as f:
-            json.dump(self.config, f, indent=2)
-
-    def set_args(self, *args: str) -> Bundle:
-        self.config["process"]["args"] = list(args)
-        self.save()
-        return self
+from harness import (
+    RUN_PREFIX,
+    Bundle,
+    Runtime,
+    busybox_bundle,
+    leftover_cgroups,
+    mounts_under,
+)
 
 
 @pytest.fixture(scope="session")
@@ -109,22 +41,6 @@ def bundle(busybox_rootfs: str, tmp_path: Any) -> Bundle:
     return Bundle(path)
 
 
-def _mounts_under(path: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return [ln for ln in f if path in ln]
-
-
-def _test_cgroups() -> list[str]:
-    found = []
-    for base, dirs, _ in os.walk("/sys/fs/cgroup"):
-        for d in dirs:
-            if RUN_PREFIX in d:
-                found.append(os.path.join(base, d))
-        if base.count("/") > 6:
-            dirs[:] = []
-    return found
-
-
 @pytest.fixture
 def runtime(tmp_path: Any) -> Iterator[Runtime]:
     root = tempfile.mkdtemp(prefix=f"{RUN_PREFIX}-root-")
@@ -135,8 +51,8 @@ def runtime(tmp_path: Any) -> Iterator[Runtime]:
         rt("delete", "--force", cid, check=False)
     remaining = rt.ids()
     shutil.rmtree(root, ignore_errors=True)
-    mounts = _mounts_under(str(tmp_path)) + _mounts_under(root)
-    cgroups = _test_cgroups()
+    mounts = mounts_under(str(tmp_path)) + mounts_under(root)
+    cgroups = leftover_cgroups()
     assert not remaining, f"state left after delete --force: {remaining}"
     assert not mounts, f"mounts leaked on the host: {mounts}"
     assert not cgroups, f"cgroups leaked: {cgroups}"

@@ -32,7 +32,7 @@ from peer_helpers import (
     write_oci_archive,
 )
 
-from conftest import RUN_PREFIX, unique_id
+from harness import RUN_PREFIX, unique_id
 
 pytestmark = [
     pytest.mark.integration,

@@ -31,7 +31,7 @@ from peer_helpers import (
     wait_for,
 )
 
-from conftest import RUN_PREFIX, unique_id
+from harness import RUN_PREFIX, unique_id
 
 pytestmark = [
     pytest.mark.integration,

@@ -1,6 +1,6 @@
 """isobox.linux.capabilities: the name table, parse_caps errors, and the sets on a real kernel.
 
-Everything that changes capabilities runs in a forked child (see conftest.run_in_child).
+Everything that changes capabilities runs in a forked child (see harness.run_in_child).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from isobox.errors import ConfigError
 from isobox.linux import capabilities as caps
 from isobox.linux import syscalls
 
-RunInChild = Callable[..., Any]  # conftest.run_in_child, via the in_child fixture
+RunInChild = Callable[..., Any]  # harness.run_in_child, via the in_child fixture
 
 DOCKER_MASK = 0xA80425FB
 CHOWN_KILL = {"bounding": ["CAP_CHOWN", "CAP_KILL"], "effective": ["CAP_CHOWN", "CAP_KILL"],
@@ -71,13 +71,6 @@ def test_unknown_capability_names_the_field() -> None:
                              'unknown capability "CAP_BOGUS"')
 
 
-@pytest.mark.parametrize(("obj", "where", "text"), [
-    ([], "caps", "must be an object"),
-    ({"effective": "CAP_CHOWN"}, "caps.effective", "must be an array"),
-    ({"ambient": [5]}, "caps.ambient[0]", "must be a string"),
-    ({"permitted": ["CAP_CHOWN"], "effective": ["CAP_CHOWN", "CAP_KILL"]}, "caps.effective[1]",
-     "not in the permitted set"),
-])
 def test_ambient_outside_inheritable_is_accepted_and_skipped() -> None:
     """runc's own default spec lists ambient caps with no inheritable set: accepted (as
     runc), and apply_sets raises only those in permitted and inheritable."""
@@ -85,6 +78,13 @@ def test_ambient_outside_inheritable_is_accepted_and_skipped() -> None:
     assert parsed["ambient"] == {caps.number("CAP_KILL")}
 
 
+@pytest.mark.parametrize(("obj", "where", "text"), [
+    ([], "caps", "must be an object"),
+    ({"effective": "CAP_CHOWN"}, "caps.effective", "must be an array"),
+    ({"ambient": [5]}, "caps.ambient[0]", "must be a string"),
+    ({"permitted": ["CAP_CHOWN"], "effective": ["CAP_CHOWN", "CAP_KILL"]}, "caps.effective[1]",
+     "not in the permitted set"),
+])
 def test_parse_errors(obj: object, where: str, text: str) -> None:
     with pytest.raises(ConfigError) as ei:
         caps.parse_caps(obj, "caps")

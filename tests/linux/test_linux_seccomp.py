@@ -18,7 +18,7 @@ import pytest
 from isobox.errors import ConfigError, SystemSetupError
 from isobox.linux import seccomp
 
-RunInChild = Callable[..., Any]  # conftest.run_in_child, via the in_child fixture
+RunInChild = Callable[..., Any]  # harness.run_in_child, via the in_child fixture
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.personality.argtypes = [ctypes.c_ulong]
@@ -184,6 +184,23 @@ def test_unknown_syscall_names_are_skipped(in_child: RunInChild, tmpdir_path: st
         return try_mkdir(tmpdir_path)
 
     assert in_child(child).ok() == errno.EPERM
+
+
+def test_syscalls_newer_than_the_profile_get_enosys(in_child: RunInChild) -> None:
+    """As runc: a syscall newer than every syscall the profile names returns ENOSYS (libc
+    falls back from clone3 only on ENOSYS); an older unnamed one gets the default action."""
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+               "syscalls": [rule(PYTHON_ALLOW, "SCMP_ACT_ALLOW")]}
+
+    def child() -> tuple[int, int, int]:
+        seccomp.load(profile)
+        out = []
+        for nr in (435, 434, 165):  # clone3, pidfd_open (newer than any named), mount (older)
+            libc.syscall(nr, 0, 0, 0)
+            out.append(ctypes.get_errno())
+        return out[0], out[1], out[2]
+
+    assert in_child(child).ok() == (errno.ENOSYS, errno.ENOSYS, errno.EPERM)
 
 
 def test_errno_default_with_python_allow_list(in_child: RunInChild, tmpdir_path: str) -> None:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conftest import RUN_PREFIX, Runtime
+from harness import RUN_PREFIX, Runtime
 
 
 def wait_status(rt: Runtime, cid: str, status: str, timeout: float = 10) -> dict[str, Any]:

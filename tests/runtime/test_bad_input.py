@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rt_helpers import assert_nothing_left, expect_failure, mountinfo, wait_for
 
-from conftest import Bundle, Runtime, unique_id
+from harness import Bundle, Runtime, unique_id
 
 Edit = Callable[[dict[str, Any]], None]
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from rt_helpers import cgroup_dirs_matching, expect_failure, read
 
-from conftest import RUN_PREFIX, Bundle, Runtime, unique_id
+from harness import RUN_PREFIX, Bundle, Runtime, unique_id
 from isobox.cgroups.layout import hierarchies, own_cgroup, parse_proc_cgroup
 
 V1 = "/sys/fs/cgroup"

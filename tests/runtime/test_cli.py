@@ -12,7 +12,7 @@ import busybox_bundle
 import pytest
 from rt_helpers import read, wait_for, wait_status
 
-from conftest import Bundle, Runtime, unique_id
+from harness import Bundle, Runtime, unique_id
 from isobox.oci.config import validate_config
 
 TRAP = ("for s in USR1 USR2 HUP TERM INT; do trap \"echo $s >> /log/sigs\" $s; done; "

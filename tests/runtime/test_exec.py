@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rt_helpers import read, wait_for
 
-from conftest import Bundle, Runtime, unique_id
+from harness import Bundle, Runtime, unique_id
 from isobox.linux import capabilities as caps
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from rt_helpers import expect_failure, wait_status
 
-from conftest import Bundle, Runtime, unique_id
+from harness import Bundle, Runtime, unique_id
 
 HOOK = """#!/bin/sh
 # usage: hook OUTDIR NAME [exit-code] [sleep]

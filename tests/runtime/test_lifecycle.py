@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from conftest import Bundle, Runtime, unique_id
+from harness import Bundle, Runtime, unique_id
 from isobox.runtime.state import process_start_time
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from rt_helpers import expect_failure, mountinfo, read, wait_for
 
-from conftest import Bundle, Runtime, unique_id
+from harness import Bundle, Runtime, unique_id
 
 
 def mount_opts(out: str, point: str) -> tuple[set[str], str, set[str]]:

@@ -14,7 +14,7 @@ import busybox_bundle
 import pytest
 from rt_helpers import expect_failure, ns_inode, read
 
-from conftest import RUN_PREFIX, Bundle, Runtime, unique_id
+from harness import RUN_PREFIX, Bundle, Runtime, unique_id
 
 ALL_TYPES = ("pid", "network", "ipc", "uts", "mount", "cgroup", "time")
 

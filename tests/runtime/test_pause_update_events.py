@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from rt_helpers import pid_state, read, wait_for
 
-from conftest import Bundle, Runtime, unique_id
+from harness import Bundle, Runtime, unique_id
 
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /dev/shm/n; done"
 

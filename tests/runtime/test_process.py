@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from rt_helpers import expect_failure, proc_status, read, wait_for
 
-from conftest import Bundle, Runtime, unique_id
+from harness import Bundle, Runtime, unique_id
 from isobox.linux import capabilities as caps
 
 

@@ -1,7 +1,7 @@
 """Shared pieces of the security regression suite (catalogue cases 1-26).
 
 Loaded by every ``tests/security/test_*.py`` with ``pytest_plugins = ["sec_helpers"]`` (a
-``conftest.py`` here would shadow ``tests/conftest.py``, which the tests import by name).
+``harness.py`` here would shadow ``tests/harness.py``, which the tests import by name).
 
 * ``probe``: a static C binary (``fixtures/probe.c``), the attacker's tool in the container;
 * ``host_guard``: the catalogue's after-every-case checks (host canaries, core_pattern, the
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, RUN_PREFIX, Bundle, Result, Runtime, unique_id
+from harness import REPO, RUN_PREFIX, Bundle, Result, Runtime, unique_id
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures")

@@ -29,7 +29,7 @@ from sec_helpers import (  # noqa: E402
     thermal_throttle_paths,
 )
 
-from conftest import Bundle, Runtime, unique_id  # noqa: E402
+from harness import Bundle, Runtime, unique_id  # noqa: E402
 
 pytest_plugins = ["sec_helpers"]
 pytestmark = pytest.mark.usefixtures("host_guard")

@@ -233,6 +233,8 @@ def _load_lib() -> Any:
         lib.seccomp_arch_add.restype = c_int
         lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
         lib.seccomp_syscall_resolve_name.restype = c_int
+        lib.seccomp_syscall_resolve_num_arch.argtypes = [u32, c_int]
+        lib.seccomp_syscall_resolve_num_arch.restype = ptr  # malloc'd name, or NULL
         lib.seccomp_rule_add_array.argtypes = [ptr, u32, c_int, ctypes.c_uint, ctypes.c_char_p]
         lib.seccomp_rule_add_array.restype = c_int
         lib.seccomp_attr_set.argtypes = [ptr, c_int, u32]
@@ -342,8 +344,13 @@ def _build(lib: Any, ctx: Any, obj: dict[str, Any], where: str, default: int) ->
         # binary-tree dispatch for long profiles, as runc (libseccomp <= 2.5.4 misbehaves with
         # it and no rules); not fatal: an old library may lack it
         lib.seccomp_attr_set(ctx, _ATTR_CTL_OPTIMIZE, 2)
+    known: set[int] = set()
     for i, rule in enumerate(syscalls):
         action = _action(rule, "action", "errnoRet")
+        for sc_name in rule["names"]:
+            nr = lib.seccomp_syscall_resolve_name(sc_name.encode())
+            if nr != _NR_SCMP_ERROR:
+                known.add(nr)
         if action == default:
             continue
         groups = _conditions(rule["args"]) if rule.get("args") else [[]]
@@ -358,3 +365,33 @@ def _build(lib: Any, ctx: Any, obj: dict[str, Any], where: str, default: int) ->
                     raise SystemSetupError(
                         f"{where}.syscalls[{i}].names[{j}]: adding the rule for "
                         f'"{sc_name}" failed: {_errno_text(rc)}')
+    enosys = _ACTIONS["SCMP_ACT_ERRNO"] | _ENOSYS
+    if obj["defaultAction"] not in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG") and known and \
+            default != enosys:
+        _enosys_for_newer(lib, ctx, max(known), known, where)
+
+
+_ENOSYS = 38
+_SCAN_LIMIT = 1024  # x86_64 syscall numbers are far below this
+
+
+def _enosys_for_newer(lib: Any, ctx: Any, newest: int, known: set[int], where: str) -> None:
+    """Syscalls newer than any the profile names get ENOSYS, not the default action, as runc
+    does: libc falls back from a new syscall (clone3, faccessat2, …) only on ENOSYS, so a
+    profile written before the syscall existed must not make it fail with EPERM."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    libc.free.argtypes = [ctypes.c_void_p]
+    action = _ACTIONS["SCMP_ACT_ERRNO"] | _ENOSYS
+    for nr in range(newest + 1, _SCAN_LIMIT):
+        if nr in known:
+            continue
+        name = lib.seccomp_syscall_resolve_num_arch(0, nr)  # 0: the native architecture
+        if not name:
+            continue
+        libc.free(name)
+        rc = lib.seccomp_rule_add_array(ctx, action, nr, 0, None)
+        if rc < 0:
+            raise SystemSetupError(f"{where}: adding the ENOSYS rule for syscall {nr} failed: "
+                                   f"{_errno_text(rc)}")

@@ -145,7 +145,11 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         mgr.create()
         from isobox.runtime.devices_policy import effective_resources
 
-        mgr.apply(effective_resources(config))
+        resources = effective_resources(config)
+        # The pids limit is applied once stage A has forked the init: a limit of 0 or 1
+        # (runc: "0 means 1") must not stop the runtime's own fork.
+        pids_limit = resources.pop("pids", None)
+        mgr.apply(resources)
         if config["process"].get("terminal"):
             from isobox.runtime.console import connect_console_socket
 
@@ -170,7 +174,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         if console_fd >= 0:
             os.close(console_fd)
             console_fd = -1
-        host_pid = _drive_init(parent, pid_a, config, cid, bundle, mgr)
+        host_pid = _drive_init(parent, pid_a, config, cid, bundle, mgr, pids_limit)
         parent.close()
         os.waitpid(pid_a, 0)
         pid_a = 0
@@ -208,10 +212,10 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
 
 
 def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundle: str,
-                mgr: CgroupManager) -> int:
+                mgr: CgroupManager, pids_limit: dict[str, Any] | None = None) -> int:
     """Answer the init stages until stage B is ready; returns its host pid.
 
-    Stage B is moved into its cgroups here, while it builds its root filesystem."""
+    The pids limit is set here, once stage A has forked stage B inside the cgroup."""
     host_pid = 0
     pending_hooks = False
     while True:
@@ -221,6 +225,8 @@ def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundl
             _send(parent, "ok")
         elif kind == "pid":
             host_pid = int(arg)
+            if pids_limit:
+                mgr.update({"pids": pids_limit})
             _send(parent, "cg", str(host_pid))  # stage A joined the cgroups before forking B
         elif kind == "hooks":
             pending_hooks = True
