@@ -36,9 +36,13 @@ def spawn(argv: list[str]) -> tuple[int, int]:
     return os.waitstatus_to_exitcode(status), usage.ru_maxrss
 
 
-def lifecycle(runtime: str, root: str, bundle: str, cid: str) -> tuple[float, int]:
+PHASES = ("create", "start", "wait", "delete")
+
+
+def lifecycle(runtime: str, root: str, bundle: str, cid: str) -> tuple[dict[str, float], int]:
+    """One round; (seconds per phase, peak RSS of the runtime's processes in KiB)."""
     pid_file = os.path.join(root, f"{cid}.pid")
-    t0 = time.perf_counter()
+    stamps = [time.perf_counter()]
     rss = 0
     for argv in ([runtime, "--root", root, "create", "--bundle", bundle, "--pid-file", pid_file,
                   cid], [runtime, "--root", root, "start", cid]):
@@ -49,12 +53,15 @@ def lifecycle(runtime: str, root: str, bundle: str, cid: str) -> tuple[float, in
         if argv[3] == "create":
             with open(pid_file) as f:
                 init_pid = int(f.read())
+        stamps.append(time.perf_counter())
     os.waitpid(init_pid, 0)  # we are the subreaper: the container's init is our child
+    stamps.append(time.perf_counter())
     code, r = spawn([runtime, "--root", root, "delete", cid])
+    stamps.append(time.perf_counter())
     rss = max(rss, r)
     if code != 0:
         raise SystemExit(f"{runtime} delete exited {code}")
-    return time.perf_counter() - t0, rss
+    return {p: stamps[i + 1] - stamps[i] for i, p in enumerate(PHASES)}, rss
 
 
 def p95(xs: list[float]) -> float:
@@ -79,22 +86,28 @@ def main() -> int:
         bundle = busybox_bundle.make_bundle(os.path.join(work, "bundle"), ["true"])
         runtimes = {"isobox-runtime": args.runtime, args.peer: peer}
         times: dict[str, list[float]] = {n: [] for n in runtimes}
+        phases: dict[str, dict[str, list[float]]] = {n: {p: [] for p in PHASES} for n in runtimes}
         rss: dict[str, int] = dict.fromkeys(runtimes, 0)
         for name, exe in runtimes.items():  # one warm-up each (page cache, pyc)
             lifecycle(exe, os.path.join(work, name), bundle, f"warm-{os.getpid()}")
         for i in range(args.rounds):
             order = list(runtimes.items()) if i % 2 == 0 else list(runtimes.items())[::-1]
             for name, exe in order:
-                t, r = lifecycle(exe, os.path.join(work, name), bundle, f"b{os.getpid()}-{i}")
-                times[name].append(t)
+                ph, r = lifecycle(exe, os.path.join(work, name), bundle, f"b{os.getpid()}-{i}")
+                times[name].append(sum(ph.values()))
+                for p, t in ph.items():
+                    phases[name][p].append(t)
                 rss[name] = max(rss[name], r)
         ours, theirs = times["isobox-runtime"], times[args.peer]
         print(f"create+start+wait+delete of `true`, busybox bundle, {args.rounds} rounds, "
               "alternating")
-        print(f"{'runtime':<16}{'median ms':>11}{'p95 ms':>9}{'peak RSS MiB':>14}")
+        print(f"{'runtime':<16}{'median ms':>11}{'p95 ms':>9}{'peak RSS MiB':>14}   "
+              + "  ".join(f"{p} ms" for p in PHASES) + " (medians)")
         for name in runtimes:
             print(f"{name:<16}{statistics.median(times[name]) * 1000:>11.1f}"
-                  f"{p95(times[name]) * 1000:>9.1f}{rss[name] / 1024:>14.1f}")
+                  f"{p95(times[name]) * 1000:>9.1f}{rss[name] / 1024:>14.1f}   "
+                  + "  ".join(f"{statistics.median(phases[name][p]) * 1000:>{len(p) + 3}.1f}"
+                              for p in PHASES))
         ratio = statistics.median(ours) / statistics.median(theirs)
         print(f"ratio isobox-runtime / {args.peer}: {ratio:.2f}x (median)")
         return 0
