@@ -10,6 +10,10 @@ import os
 
 from isobox.errors import ConfigError, SystemSetupError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
 TIOCSCTTY = 0x540E
@@ -27,6 +31,8 @@ def connect_console_socket(path: str) -> int:
 
     from isobox.linux import safepath  # noqa: F401
 
+    if not path:
+        return -1
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(path)
@@ -106,3 +112,79 @@ def setup_terminal(console_fd: int, size: dict[str, int] | None, mount_console: 
         os.dup2(peer, target)
     if peer > 2:
         os.close(peer)
+
+
+class ForegroundConsole:
+    """``run`` in the foreground with ``process.terminal`` and no ``--console-socket``: like
+    runc, the runtime makes the console itself and copies between it and its own stdio."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._ours, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.master = -1
+        self._saved_tty: list[Any] | None = None
+
+    def init_end(self) -> int:
+        """The fd to hand to create (in place of a connected --console-socket)."""
+        return self._theirs.fileno()
+
+    def receive(self) -> None:
+        import socket
+
+        self._theirs.close()
+        _, fds, _, _ = socket.recv_fds(self._ours, 1024, 1)
+        self._ours.close()
+        if not fds:
+            raise SystemSetupError("the container did not send its console")
+        self.master = fds[0]
+
+    def proxy(self, pid: int) -> int:
+        """Copy stdin → console and console → stdout until the console closes; then wait
+        for ``pid`` and return its exit status (as :func:`wait_forwarding_signals`)."""
+        import fcntl
+        import select
+        import signal
+        import termios
+        import tty
+
+        from isobox.runtime.waiting import wait_forwarding_signals
+
+        stdin_tty = os.isatty(0)
+        if stdin_tty:
+            self._saved_tty = termios.tcgetattr(0)
+            tty.setraw(0)
+            size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(self.master, TIOCSWINSZ, size)
+
+            def resize(_sig: int, _frame: object) -> None:
+                sz = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+                fcntl.ioctl(self.master, TIOCSWINSZ, sz)
+
+            signal.signal(signal.SIGWINCH, resize)
+        try:
+            watch = [self.master, 0]
+            while True:
+                try:
+                    ready, _, _ = select.select(watch, [], [])
+                except InterruptedError:
+                    continue
+                if self.master in ready:
+                    try:
+                        data = os.read(self.master, 65536)
+                    except OSError:  # EIO: every holder of the terminal is gone
+                        data = b""
+                    if not data:
+                        break
+                    os.write(1, data)
+                if 0 in ready:
+                    data = os.read(0, 65536)
+                    if data:
+                        os.write(self.master, data)
+                    else:
+                        watch.remove(0)  # stdin closed; keep copying the output
+        finally:
+            if self._saved_tty is not None:
+                termios.tcsetattr(0, termios.TCSADRAIN, self._saved_tty)
+            os.close(self.master)
+        return wait_forwarding_signals(pid)

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 
 class CreateOptions:
-    __slots__ = ("bundle", "console_socket", "no_new_keyring", "no_pivot", "pid_file",
-                 "preserve_fds")
+    __slots__ = ("bundle", "console_fd", "console_socket", "no_new_keyring", "no_pivot",
+                 "pid_file", "preserve_fds")
 
     def __init__(self, bundle: str | None = None, pid_file: str | None = None,
                  console_socket: str | None = None, no_pivot: bool = False,
@@ -30,6 +30,9 @@ class CreateOptions:
         self.no_pivot = no_pivot
         self.no_new_keyring = no_new_keyring
         self.preserve_fds = preserve_fds
+        # An already connected socket to send the pty master to (``run`` in the foreground
+        # makes its own console); it takes the place of ``console_socket``.
+        self.console_fd = -1
 
 
 def load_bundle(bundle: str) -> tuple[dict[str, Any], str]:
@@ -69,7 +72,7 @@ def _precheck(config: dict[str, Any], opts: CreateOptions) -> None:
 
         sec.validate(seccomp)
         sec.libseccomp_version()  # dlopen now: after pivot_root the host's libraries are gone
-    if process.get("terminal") and not opts.console_socket:
+    if process.get("terminal") and not opts.console_socket and opts.console_fd < 0:
         raise ConfigError("config.json: process.terminal",
                           "a terminal was requested but no --console-socket was given")
     for key in ("apparmorProfile", "selinuxLabel"):
@@ -153,7 +156,11 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         if config["process"].get("terminal"):
             from isobox.runtime.console import connect_console_socket
 
-            console_fd = connect_console_socket(opts.console_socket or "")
+            if opts.console_fd >= 0:
+                console_fd = os.dup(opts.console_fd)
+                connect_console_socket("")  # only its imports: setup_terminal needs them
+            else:
+                console_fd = connect_console_socket(opts.console_socket or "")
         params = InitParams(
             config=config, rootfs=rootfs, bundle=bundle, cid=cid, cgroup=mgr,
             cgroup_mounts=mgr.hierarchies_for_mount(), ns_fds=ns_fds,

@@ -8,24 +8,18 @@ with ``mknod`` of any node (useless without rw access) and the devices in
 
 from __future__ import annotations
 
+from isobox.cgroups.devices import DEFAULT_RULES
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-DEFAULT_ALLOWED: tuple[dict[str, Any], ...] = (
-    {"allow": True, "type": "c", "access": "m"},
-    {"allow": True, "type": "b", "access": "m"},
-    *({"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
-      for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2))),
-    {"allow": True, "type": "c", "major": 136, "access": "rwm"},
-)
 
 
 def effective_resources(config: dict[str, Any]) -> dict[str, Any]:
     linux = config.get("linux", {})
     resources = dict(linux.get("resources") or {})
     rules = list(resources.get("devices") or [])
-    rules.extend(DEFAULT_ALLOWED)
+    rules.extend(DEFAULT_RULES)
     for d in linux.get("devices", []):
         if d.get("type") in ("c", "b", "u"):
             rules.append({"allow": True, "type": "c" if d["type"] == "u" else d["type"],
