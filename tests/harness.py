@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,3 +106,15 @@ def leftover_cgroups() -> list[str]:
         if base.count("/") > 6:
             dirs[:] = []
     return found
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
+    """Poll ``pred`` until it returns something true; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

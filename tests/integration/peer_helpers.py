@@ -19,8 +19,10 @@ import sys
 import tarfile
 import termios
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from harness import wait_for as wait_for
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -52,15 +54,6 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float = 60,
     return proc
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # -- a terminal without a terminal -------------------------------------------------------------

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 from harness import RUN_PREFIX, Runtime
+from harness import wait_for as wait_for
 
 
 def wait_status(rt: Runtime, cid: str, status: str, timeout: float = 10) -> dict[str, Any]:
@@ -19,15 +19,6 @@ def wait_status(rt: Runtime, cid: str, status: str, timeout: float = 10) -> dict
         time.sleep(0.02)
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def read(path: str) -> str:
