@@ -84,16 +84,19 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="isobox-bench-")
     try:
         bundle = busybox_bundle.make_bundle(os.path.join(work, "bundle"), ["true"])
+        def root_of(name: str) -> str:
+            return os.path.join(work, name.replace("/", "_"))
+
         runtimes = {"isobox-runtime": args.runtime, args.peer: peer}
         times: dict[str, list[float]] = {n: [] for n in runtimes}
         phases: dict[str, dict[str, list[float]]] = {n: {p: [] for p in PHASES} for n in runtimes}
         rss: dict[str, int] = dict.fromkeys(runtimes, 0)
         for name, exe in runtimes.items():  # one warm-up each (page cache, pyc)
-            lifecycle(exe, os.path.join(work, name), bundle, f"warm-{os.getpid()}")
+            lifecycle(exe, root_of(name), bundle, f"warm-{os.getpid()}")
         for i in range(args.rounds):
             order = list(runtimes.items()) if i % 2 == 0 else list(runtimes.items())[::-1]
             for name, exe in order:
-                ph, r = lifecycle(exe, os.path.join(work, name), bundle, f"b{os.getpid()}-{i}")
+                ph, r = lifecycle(exe, root_of(name), bundle, f"b{os.getpid()}-{i}")
                 times[name].append(sum(ph.values()))
                 for p, t in ph.items():
                     phases[name][p].append(t)

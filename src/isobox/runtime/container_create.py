@@ -152,7 +152,6 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         # The pids limit is applied once stage A has forked the init: a limit of 0 or 1
         # (runc: "0 means 1") must not stop the runtime's own fork.
         pids_limit = resources.pop("pids", None)
-        mgr.apply(resources)
         if config["process"].get("terminal"):
             from isobox.runtime.console import connect_console_socket
 
@@ -181,6 +180,9 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         if console_fd >= 0:
             os.close(console_fd)
             console_fd = -1
+        # The limits are written while the init stages set up (two cores): stage B runs no
+        # code of the container's before the "cg" message, which follows this.
+        mgr.apply(resources)
         host_pid = _drive_init(parent, pid_a, config, cid, bundle, mgr, pids_limit)
         parent.close()
         os.waitpid(pid_a, 0)
