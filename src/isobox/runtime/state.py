@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from isobox import fastjson
-from isobox.errors import ConflictError, NotFoundError
+from isobox.errors import ConflictError, IsoboxError, NotFoundError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -96,20 +96,15 @@ class ContainerState:
         return "running"
 
     def frozen(self) -> bool:
-        cg = self.data.get("cgroup") or {}
-        freezer = cg.get("freezerFile") if isinstance(cg, dict) else None
-        if not freezer and isinstance(cg, dict):  # from CgroupManager.to_state()
-            hier = (cg.get("controllers") or {}).get("freezer") or cg.get("v2")
-            d = (cg.get("dirs") or {}).get(hier) if hier else None
-            if d:
-                freezer = f"{d}/cgroup.freeze" if hier == cg.get("v2") else f"{d}/freezer.state"
-        if freezer:
-            try:
-                with open(freezer) as f:
-                    return f.read().strip() in ("FROZEN", "1", "FREEZING")
-            except OSError:
-                return False
-        return False
+        cg = self.data.get("cgroup")
+        if not cg:
+            return False
+        from isobox.cgroups import CgroupManager
+
+        try:
+            return CgroupManager.from_state(cg).freezer_state() == "FROZEN"
+        except (OSError, IsoboxError):
+            return False
 
     def save(self) -> None:
         write_atomic(os.path.join(self.dir, STATE_FILE), fastjson.dumps(self.data).encode())
