@@ -27,15 +27,16 @@ class _CloneArgs(ctypes.Structure):
         "tls", "set_tid", "set_tid_size", "cgroup")]
 
 
-def fork_into_cgroup(cgroup_fd: int) -> int:
-    """Like os.fork(), with the child created in the cgroup2 directory ``cgroup_fd``.
+def fork_into_cgroup(cgroup_fd: int, flags: int = 0) -> int:
+    """Like os.fork(), with the child created in the cgroup2 directory ``cgroup_fd`` (and in
+    new namespaces for the CLONE_NEW* bits of ``flags``).
 
     Raises OSError (ENOSYS, EINVAL, …) when the kernel cannot do it; the caller falls back.
     """
     py = ctypes.PyDLL(None, use_errno=True)
     py.syscall.restype = ctypes.c_long
     api = ctypes.pythonapi
-    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=SIGCHLD, cgroup=cgroup_fd)
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP | flags, exit_signal=SIGCHLD, cgroup=cgroup_fd)
     api.PyOS_BeforeFork()
     pid = py.syscall(_NR_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
     if pid == 0:

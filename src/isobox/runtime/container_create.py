@@ -109,7 +109,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
     from isobox.cgroups import CgroupManager, resolve_path
     from isobox.oci.config import validate_container_id
     from isobox.runtime import sync
-    from isobox.runtime.init import InitParams, stage_a
+    from isobox.runtime.init import InitParams, direct_init, stage_a
     from isobox.runtime.namespaces import new_namespaces, open_joins
 
     validate_container_id(cid)
@@ -167,13 +167,20 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
             no_pivot=opts.no_pivot, no_new_keyring=opts.no_new_keyring,
             preserve_fds=opts.preserve_fds)
         parent, child, parent_only = sync.pair()
-        from isobox.runtime.spawn import fork_in_cgroup
+        from isobox.runtime.spawn import clone_init, fork_in_cgroup
 
-        pid_a, born_in_cgroup = fork_in_cgroup(mgr)
-        if pid_a == 0:  # pragma: no cover - runs in the child
+        # Stage B straight from here when stage A would only unshare and fork.
+        direct_pid = clone_init(mgr, params.new_ns) if not ns_fds else None
+        if direct_pid == 0:  # pragma: no cover - runs in the child
             os.close(parent.rfd)
             os.close(parent.wfd)
-            stage_a(params, child, born_in_cgroup)
+            direct_init(params, child)
+        if direct_pid is None:
+            pid_a, born_in_cgroup = fork_in_cgroup(mgr)
+            if pid_a == 0:  # pragma: no cover - runs in the child
+                os.close(parent.rfd)
+                os.close(parent.wfd)
+                stage_a(params, child, born_in_cgroup)
         forked = True
         for fd in parent_only:
             os.close(fd)
@@ -183,9 +190,11 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         # The limits are written while the init stages set up (two cores): stage B runs no
         # code of the container's before the "cg" message, which follows this.
         mgr.apply(resources)
-        host_pid = _drive_init(parent, pid_a, config, cid, bundle, mgr, pids_limit)
+        host_pid = _drive_init(parent, pid_a, config, cid, bundle, mgr, pids_limit,
+                               direct_pid or 0)
         parent.close()
-        os.waitpid(pid_a, 0)
+        if pid_a:
+            os.waitpid(pid_a, 0)
         pid_a = 0
         from isobox.runtime.state import process_start_time
 
@@ -221,12 +230,18 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
 
 
 def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundle: str,
-                mgr: CgroupManager, pids_limit: dict[str, Any] | None = None) -> int:
+                mgr: CgroupManager, pids_limit: dict[str, Any] | None = None,
+                direct_pid: int = 0) -> int:
     """Answer the init stages until stage B is ready; returns its host pid.
 
-    The pids limit is set here, once stage A has forked stage B inside the cgroup."""
-    host_pid = 0
+    The pids limit is set here, once stage B exists inside the cgroup (``direct_pid`` when
+    the runtime created B itself, else when stage A reports B's pid)."""
+    host_pid = direct_pid
     pending_hooks = False
+    if direct_pid:
+        if pids_limit:
+            mgr.update({"pids": pids_limit})
+        _send(parent, "cg", str(direct_pid))
     while True:
         kind, arg = parent.recv()
         if kind == "userns":

@@ -115,6 +115,20 @@ def stage_a(p: InitParams, sync: SyncPipe, born_in_cgroup: bool = False) -> NoRe
     os._exit(0)
 
 
+def direct_init(p: InitParams, sync: SyncPipe) -> NoReturn:
+    """Stage B made by the runtime itself with clone3 (new namespaces and its cgroup2
+    directory in one call; see :func:`isobox.runtime.spawn.clone_init`): it only has to
+    join the v1 hierarchies before it goes on as stage B."""
+    try:
+        sc.prctl(sc.PR_SET_DUMPABLE, 0)
+        if p.cgroup is not None:
+            p.cgroup.add_self(skip_unified=True)
+    except BaseException as e:
+        sync.send("error", _describe(e))
+        os._exit(1)
+    stage_b(p, sync)
+
+
 def _setns(fd: int, t: str) -> None:
     try:
         sc.setns(fd, NS_FLAGS[t])

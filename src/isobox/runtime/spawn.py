@@ -27,3 +27,30 @@ def fork_in_cgroup(mgr: CgroupManager) -> tuple[int, bool]:
         finally:
             os.close(fd)
     return os.fork(), False
+
+
+def clone_init(mgr: CgroupManager, new_ns: list[str]) -> int | None:
+    """Create the container's init directly: clone3 with its new namespaces, born in its
+    cgroup2 directory. 0 in the child, its pid in the parent, None when this shortcut does
+    not apply (a user or time namespace, which need set-up between unshare and fork, or no
+    cgroup2 hierarchy) or the kernel refuses it; the caller then goes through stage A.
+
+    The cgroup namespace is left out: stage B creates it once it is in all its cgroups.
+    """
+    unified = mgr.unified_dir()
+    if not unified or "user" in new_ns or "time" in new_ns:
+        return None
+    from isobox.linux.clone import fork_into_cgroup
+    from isobox.runtime.namespaces import NS_FLAGS
+
+    flags = 0
+    for t in new_ns:
+        if t != "cgroup":
+            flags |= NS_FLAGS[t]
+    fd = os.open(unified, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return fork_into_cgroup(fd, flags)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
