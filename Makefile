@@ -5,9 +5,11 @@ VENV     ?= .venv
 PY       := $(VENV)/bin/python
 PYTHON   ?= python3
 # golang-go and runtime-tools (with its -dev dependencies): the conformance tests build
-# their runtimetest offline (scripts/conformance.py).
+# their runtimetest offline (scripts/conformance.py). docker-registry, skopeo, openssl: the
+# registry tests and benchmark; debootstrap: `isobox image bootstrap debian:bookworm`.
 APT_PKGS := busybox-static runc podman containerd conmon uidmap iproute2 libseccomp2 procps psmisc \
-            golang-go golang-github-opencontainers-runtime-tools-dev
+            golang-go golang-github-opencontainers-runtime-tools-dev \
+            docker-registry skopeo debootstrap openssl
 STAMP    := $(VENV)/.isobox-installed
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)

@@ -26,3 +26,19 @@ class ConflictError(IsoboxError):
 
 class SystemSetupError(IsoboxError):
     """The host refused an operation (mount, cgroup write, syscall) with a reason."""
+
+
+class ImageError(IsoboxError):
+    """An image, layer or blob is unusable (bad manifest, unknown reference, …)."""
+
+
+class InvalidArchiveError(ImageError):
+    """A tar stream or archive is malformed or hostile; the message names the entry."""
+
+
+class VerificationError(ImageError):
+    """Content does not match its descriptor: digest, size or diffID mismatch."""
+
+
+class RegistryError(ImageError):
+    """A registry refused a request or answered something we cannot use."""

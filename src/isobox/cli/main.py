@@ -1,21 +1,82 @@
-"""Entry point of ``isobox``. For now it reports its version; the engine arrives with issue 4."""
+"""Entry point of ``isobox``: a click group whose subcommands live one module per topic."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
+import click
+
 from isobox import __version__
+from isobox.cli.context import CliContext
+from isobox.errors import IsoboxError
+
+# Modules that register commands on the group; each holds one topic's commands.
+COMMAND_MODULES = (
+    "isobox.cli.image_cmds",
+    "isobox.cli.registry_cmds",
+    "isobox.cli.archive_cmds",
+    "isobox.cli.build_cmds",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-v", "--version", message="isobox version %(version)s")
+@click.option("--root", envvar="ISOBOX_ROOT", default="/var/lib/isobox", show_default=True,
+              help="Where isobox keeps images, layers and state.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="warning", show_default=True)
+@click.pass_context
+def cli(ctx: click.Context, root: str, log_level: str) -> None:
+    """Run isolated workloads as containers or virtual machines."""
+    logging.basicConfig(level=log_level.upper(), format="isobox: %(levelname)s: %(message)s")
+    obj = CliContext(os.path.abspath(root))
+    ctx.obj = obj
+    ctx.call_on_close(obj.close)
+
+
+@cli.command()
+def version() -> None:
+    """Show the isobox version."""
+    click.echo(f"isobox version {__version__}")
+
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("--version", "-v", "version"):
-        print(f"isobox version {__version__}")
-        return 0
-    if args[0] in ("-h", "--help", "help"):
-        print("usage: isobox --version\n\nThe container engine arrives with the next issues; "
-              "use isobox-runtime for OCI bundles.")
-        return 0
-    print(f"isobox: error: unknown command {args[0]!r} (only --version exists yet)",
-          file=sys.stderr)
-    return 2
+    _register()
+    try:
+        # Without standalone mode click returns a command's ``Exit`` code instead of raising.
+        rv = cli.main(args=argv, prog_name="isobox", standalone_mode=False)
+    except IsoboxError as e:
+        click.echo(f"isobox: error: {e}", err=True)
+        return 1
+    except click.exceptions.Abort:
+        click.echo("isobox: aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return 125 if e.exit_code == 2 else e.exit_code
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("isobox: interrupted", err=True)
+        return 130
+    except OSError as e:
+        click.echo(f"isobox: error: {e}", err=True)
+        return 1
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

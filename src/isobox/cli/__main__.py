@@ -1,0 +1,5 @@
+import sys
+
+from isobox.cli.main import main
+
+sys.exit(main())

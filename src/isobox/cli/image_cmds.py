@@ -1,0 +1,211 @@
+"""``isobox image …`` (ls, inspect, history, tag, rm, prune), their Docker aliases
+(``images``, ``tag``, ``rmi``) and ``system df``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from isobox.cli.context import CliContext
+from isobox.cli.main import cli
+from isobox.cli.output import human_ago, human_size, print_json, print_table
+from isobox.images.inspect import familiar, history, inspect_image
+
+pass_ctx = click.make_pass_decorator(CliContext)
+
+
+@cli.group()
+def image() -> None:
+    """Manage images."""
+
+
+@cli.group()
+def system() -> None:
+    """Manage isobox itself."""
+
+
+def _ls(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool) -> None:
+    images = obj.store.images(include_intermediate=all_)
+    if fmt == "json":
+        print_json([{"Id": r.id, "RepoTags": [familiar(t) for t in r.tags],
+                     "RepoDigests": [familiar(d) for d in r.repo_digests],
+                     "Created": r.created, "Size": r.size} for r in images])
+        return
+    if quiet:
+        for rid in dict.fromkeys(r.short_id for r in images):
+            click.echo(rid)
+        return
+    rows = []
+    for r in images:
+        names = [familiar(t) for t in r.tags] or ["<none>:<none>"]
+        digest = r.manifest_digest if r.repo_digests else "<none>"
+        for name in names:
+            repo, _, tag = name.rpartition(":")
+            row = [repo, tag]
+            if digests:
+                row.append(digest)
+            rows.append([*row, r.short_id, human_ago(r.created), human_size(r.size)])
+    headers = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED",
+               "SIZE"]
+    print_table(headers, rows)
+
+
+_ls_options = [
+    click.option("-a", "--all", "all_", is_flag=True, help="Show intermediate build images."),
+    click.option("-q", "--quiet", is_flag=True, help="Only image IDs."),
+    click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table"),
+    click.option("--digests", is_flag=True, help="Show digests."),
+]
+
+
+def _with_ls_options(f: Callable[..., None]) -> Callable[..., None]:
+    for opt in reversed(_ls_options):
+        f = opt(f)
+    return f
+
+
+@image.command("ls")
+@_with_ls_options
+@pass_ctx
+def image_ls(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool) -> None:
+    """List images."""
+    _ls(obj, all_, quiet, fmt, digests)
+
+
+@cli.command("images")
+@_with_ls_options
+@pass_ctx
+def images_alias(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool) -> None:
+    """List images (alias of ``image ls``)."""
+    _ls(obj, all_, quiet, fmt, digests)
+
+
+@image.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def image_inspect(obj: CliContext, names: tuple[str, ...]) -> None:
+    """Show an image's configuration as JSON."""
+    print_json([inspect_image(obj.store.resolve(n)) for n in names])
+
+
+@image.command("history")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--no-trunc", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True)
+@click.argument("name")
+@pass_ctx
+def image_history(obj: CliContext, fmt: str, no_trunc: bool, quiet: bool, name: str) -> None:
+    """Show the history of an image."""
+    rec = obj.store.resolve(name)
+    rows = history(rec, obj.store.db.layer_sizes())
+    if fmt == "json":
+        print_json(rows)
+        return
+    if quiet:
+        for r in rows:
+            click.echo(r["Id"] if r["Id"] == "<missing>" or no_trunc else r["Id"][7:19])
+        return
+    table = []
+    for r in rows:
+        ident = r["Id"] if (no_trunc or r["Id"] == "<missing>") else r["Id"][7:19]
+        by = r["CreatedBy"] if no_trunc or len(r["CreatedBy"]) <= 45 else \
+            r["CreatedBy"][:44] + "…"
+        table.append([ident, human_ago(r["Created"]), by, human_size(r["Size"]), r["Comment"]])
+    print_table(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], table)
+
+
+def _tag(obj: CliContext, source: str, target: str) -> None:
+    obj.store.tag(source, target)
+
+
+@image.command("tag")
+@click.argument("source")
+@click.argument("target")
+@pass_ctx
+def image_tag(obj: CliContext, source: str, target: str) -> None:
+    """Create a tag TARGET that refers to SOURCE."""
+    _tag(obj, source, target)
+
+
+@cli.command("tag")
+@click.argument("source")
+@click.argument("target")
+@pass_ctx
+def tag_alias(obj: CliContext, source: str, target: str) -> None:
+    """Create a tag TARGET that refers to SOURCE."""
+    _tag(obj, source, target)
+
+
+def _rm(obj: CliContext, names: tuple[str, ...], force: bool) -> None:
+    from isobox.errors import IsoboxError
+
+    failed = []
+    for n in names:
+        try:
+            for line in obj.store.remove(n, force=force):
+                click.echo(line)
+        except IsoboxError as e:
+            click.echo(f"isobox: error: {e}", err=True)
+            failed.append(n)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@image.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Remove even if in use or multiply tagged.")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def image_rm(obj: CliContext, force: bool, names: tuple[str, ...]) -> None:
+    """Remove images."""
+    _rm(obj, names, force)
+
+
+@cli.command("rmi")
+@click.option("-f", "--force", is_flag=True, help="Remove even if in use or multiply tagged.")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def rmi_alias(obj: CliContext, force: bool, names: tuple[str, ...]) -> None:
+    """Remove images."""
+    _rm(obj, names, force)
+
+
+@image.command("prune")
+@click.option("-a", "--all", "all_", is_flag=True, help="Remove every unused image.")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt (isobox never prompts).")
+@pass_ctx
+def image_prune(obj: CliContext, all_: bool, force: bool) -> None:
+    """Remove unused images and garbage-collect blobs and layers."""
+    deleted, freed = obj.store.prune(all_images=all_)
+    if deleted:
+        click.echo("Deleted Images:")
+        for d in deleted:
+            click.echo(f"deleted: {d}")
+        click.echo()
+    click.echo(f"Total reclaimed space: {human_size(freed)}")
+
+
+@system.command("df")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_ctx
+def system_df(obj: CliContext, fmt: str) -> None:
+    """Show disk usage of images, containers and build cache."""
+    du = obj.store.disk_usage()
+    snaps = obj.snapshots.all()
+    containers = [s for s in snaps if obj.store.db.snapshot(s.id) and
+                  (obj.store.db.snapshot(s.id) or {}).get("kind") == "container"]
+    csize = sum(obj.snapshots.size(s.id) for s in containers)
+    rows = [
+        {"Type": "Images", "TotalCount": du["images"], "Active": du["active"],
+         "Size": du["size"], "Reclaimable": du["reclaimable"]},
+        {"Type": "Containers", "TotalCount": len(containers), "Active": len(containers),
+         "Size": csize, "Reclaimable": 0},
+        {"Type": "Build Cache", "TotalCount": du["build_cache"], "Active": 0, "Size": 0,
+         "Reclaimable": 0},
+    ]
+    if fmt == "json":
+        print_json(rows)
+        return
+    print_table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"],
+                [[r["Type"], str(r["TotalCount"]), str(r["Active"]), human_size(r["Size"]),
+                  human_size(r["Reclaimable"])] for r in rows])

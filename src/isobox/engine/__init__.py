@@ -1,0 +1,1 @@
+"""The engine: instances (containers and VMs), their lifecycle, and the image builder's hook."""

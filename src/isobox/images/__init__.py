@@ -1,0 +1,1 @@
+"""Images: content store, references, registry client, layers and the Containerfile builder."""
