@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""`make demo`: build a busybox bundle and run it with isobox-runtime, showing isolation."""
+"""`make demo`: run a busybox bundle with isobox-runtime, showing isolation; then make a busybox
+image offline, build an image from a Containerfile whose RUN step runs in a container, and
+list and inspect the result — all in a temporary store that is removed afterwards."""
 
 from __future__ import annotations
 
@@ -41,9 +43,63 @@ def main() -> int:
         proc = subprocess.run([runtime, "--root", os.path.join(workdir, "state"), "run",
                                "--bundle", bundle, cid], check=False)
         print(f"\ncontainer exited with status {proc.returncode}")
-        return proc.returncode
+        if proc.returncode != 0:
+            return proc.returncode
+        return image_demo(workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+CONTAINERFILE = """\
+FROM busybox
+RUN echo "built in a container: hostname $(hostname), pid $$" > /built.txt
+COPY greeting.txt /greeting.txt
+ENV GREETING=hello
+CMD ["cat", "/built.txt", "/greeting.txt"]
+"""
+
+
+def image_demo(workdir: str) -> int:
+    isobox = shutil.which("isobox")
+    if isobox is None:
+        print("isobox is not on PATH; run `make demo`", file=sys.stderr)
+        return 1
+    root = os.path.join(workdir, "store")
+    context = os.path.join(workdir, "context")
+    os.makedirs(context)
+    with open(os.path.join(context, "Containerfile"), "w") as f:
+        f.write(CONTAINERFILE)
+    with open(os.path.join(context, "greeting.txt"), "w") as f:
+        f.write("hello from the build context\n")
+    steps = [
+        ["image", "bootstrap", "busybox"],
+        ["build", "-t", "demo:1", context],
+        ["images"],
+        ["image", "history", "demo:1"],
+    ]
+    try:
+        for args in steps:
+            print(f"\n$ isobox {' '.join(args)}")
+            proc = subprocess.run([isobox, "--root", root, *args], check=False)
+            if proc.returncode != 0:
+                return proc.returncode
+        print("\n$ cat /built.txt   # inside the image, via a snapshot of it")
+        from isobox.images.snapshots import Snapshots
+        from isobox.images.store import ImageStore
+
+        store = ImageStore(root)
+        snaps = Snapshots(store)
+        snap = snaps.create(f"demo-{os.getpid()}", image_id=store.resolve_id("demo:1"))
+        try:
+            with open(os.path.join(snap.rootfs, "built.txt")) as f:
+                print(f.read(), end="")
+        finally:
+            snaps.remove(snap.id)
+            store.close()
+        return 0
+    finally:
+        subprocess.run([isobox, "--root", root, "image", "prune", "-a", "-f"],
+                       capture_output=True, check=False)
 
 
 if __name__ == "__main__":

@@ -183,3 +183,19 @@ def test_store_directories_are_private(store: ImageStore) -> None:
     for d in (store.root, store.blobs.blob_dir, store.blobs.ingest_dir, store.layer_root,
               store.snapshot_root):
         assert os.stat(d).st_mode & 0o777 == 0o700, d
+
+
+def test_unpack_of_an_empty_stream_returns(tmp_path: object) -> None:
+    """Regression: the reader thread's end-of-stream was awaited twice (the pull hung)."""
+    import io
+
+    from isobox.images.unpack import unpack_layer
+
+    result: list[object] = []
+    dest = str(tmp_path)
+    t = threading.Thread(target=lambda: result.append(unpack_layer(io.BytesIO(b""), dest)),
+                         daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "unpack_layer hung on an empty stream"
+    assert result and result[0].diff_id == sha(b"")

@@ -334,6 +334,8 @@ class _Source:
 
     def drain(self) -> None:
         self._buf = memoryview(b"")
+        if self._eof:  # the end was seen already: another get() would wait forever
+            return
         while self._pipe.get() is not None:
             pass
         self._eof = True
