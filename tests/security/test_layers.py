@@ -167,7 +167,7 @@ def both_modes() -> pytest.MarkDecorator:
 @pytest.mark.parametrize("name", ["../victim/dotdot", "/../victim/slash-dotdot", "..",
                                   "../../pwned", "a/../../victim/x", "./../victim/file"])
 def test_case27_dotdot_names_are_rejected(box: Box, name: str) -> None:
-    with pytest.raises(InvalidArchiveError, match="'..' in the path") as ei:
+    with pytest.raises(InvalidArchiveError, match=r"'\.\.' in the path") as ei:
         box.unpack(tar(f("ok", b"fine"), f(name, b"pwned")))
     assert repr(name) in str(ei.value)
 
@@ -361,7 +361,7 @@ def test_case31_loophole_victim(box: Box) -> None:
 
 
 def test_case31_hardlink_to_host_file_missing_in_root(box: Box) -> None:
-    with pytest.raises(InvalidArchiveError, match="grab: hardlink target .* not found"):
+    with pytest.raises(InvalidArchiveError, match=r"grab: hardlink target .* not found"):
         box.unpack(tar(hl("grab", os.path.join(box.victim, "file"))))
 
 
@@ -492,7 +492,7 @@ def test_case34_whiteout_through_symlinked_parent(box: Box, mode: str) -> None:
 
 
 def test_case34_dotdot_whiteout_is_rejected(box: Box) -> None:
-    with pytest.raises(InvalidArchiveError, match="'..' in the path"):
+    with pytest.raises(InvalidArchiveError, match=r"'\.\.' in the path"):
         box.unpack(tar(d("etc"), f("dne/../.wh.etc")), whiteouts="apply")
 
 
@@ -606,7 +606,8 @@ def test_case35_corrupt_header_mid_archive(box: Box) -> None:
     good = tar(f("a", b"1"), f("b", b"2"))
     broken = bytearray(good)
     broken[1024 + 148] ^= 0x01  # checksum of the second header
-    with pytest.raises(InvalidArchiveError, match=r"invalid tar header at offset 1024 \(after 'a'\)"):
+    with pytest.raises(InvalidArchiveError,
+                       match=r"invalid tar header at offset 1024 \(after 'a'\)"):
         box.unpack(bytes(broken))
 
 
