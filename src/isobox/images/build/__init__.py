@@ -1,0 +1,1 @@
+"""`isobox build`: Containerfile parsing, .dockerignore matching and image-config updates."""

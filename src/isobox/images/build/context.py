@@ -1,0 +1,490 @@
+"""The build context and file staging for ``COPY``/``ADD``.
+
+* :class:`SourceRoot` is where sources come from: the context directory (filtered by
+  ``.dockerignore``) or another stage's mounted root (``COPY --from``). Source paths are
+  resolved *inside* that root (``openat2(RESOLVE_IN_ROOT)``): a symlink cannot lead out.
+* :func:`content_hash` is the cache key part of the sources: paths, types, modes and file
+  contents after ``.dockerignore`` (not mtimes, as BuildKit).
+* :func:`copy_into` stages the sources into a build snapshot's root; destinations are
+  resolved inside the root with :mod:`isobox.linux.safepath`, a symlink at the final
+  component is replaced, never followed.
+* :func:`lookup_user` resolves ``USER``/``--chown`` names from the image's ``/etc/passwd`` and
+  ``/etc/group``, read inside the root, regular files only, at most 10 MiB (catalogue 43).
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import hashlib
+import os
+import posixpath
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from isobox.errors import ConfigError, ImageError, NotFoundError
+from isobox.images.build.dockerignore import Matcher
+from isobox.linux import safepath
+
+MAX_USER_DB = 10 * 1024 * 1024  # containerd's bound on /etc/passwd and /etc/group
+MAX_CONTAINERFILE = 4 * 1024 * 1024
+_GLOB = set("*?[")
+_CHUNK = 1 << 20
+
+
+class BuildError(ImageError):
+    """A build step cannot be done (bad source, destination, user …)."""
+
+
+def read_containerfile(path: str) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as e:
+        raise NotFoundError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(path, "not a regular file")
+        data = os.read(fd, MAX_CONTAINERFILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONTAINERFILE:
+        raise ConfigError(path, f"larger than {MAX_CONTAINERFILE} bytes")
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def find_containerfile(context_dir: str, given: str | None) -> str:
+    if given:
+        if given == "-":
+            raise ConfigError("-f", "reading the Containerfile from stdin is not supported")
+        return given if os.path.isabs(given) else os.path.abspath(given)
+    for name in ("Containerfile", "Dockerfile"):
+        path = os.path.join(context_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise NotFoundError(f"no Containerfile or Dockerfile in {context_dir}")
+
+
+@dataclass
+class SourceRoot:
+    """A directory sources are read from; ``matcher`` filters (the context only)."""
+
+    path: str
+    matcher: Matcher | None = None
+    keep_owner: bool = False  # COPY --from keeps owners; context files become 0:0
+
+    def open(self) -> int:
+        return os.open(self.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def excluded(self, rel: str) -> bool:
+        return self.matcher is not None and rel not in (".", "") and self.matcher.excluded(rel)
+
+    def expand(self, rootfd: int, pattern: str, what: str) -> list[str]:
+        """Context-relative paths ``pattern`` names (wildcards per component)."""
+        clean = posixpath.normpath("/" + pattern).lstrip("/")
+        comps = safepath.components(clean)
+        if not any(ch in _GLOB for ch in clean):
+            rel = clean or "."
+            try:
+                os.close(safepath.open_in_root(rootfd, rel))
+            except OSError:
+                raise BuildError(f'{what}: "{pattern}" not found in {self._name()}') from None
+            if self.excluded(rel):
+                raise BuildError(f'{what}: "{pattern}" is excluded by .dockerignore')
+            return [rel]
+        found = [""]
+        for comp in comps:
+            nxt = []
+            for base in found:
+                if not any(ch in _GLOB for ch in comp):
+                    nxt.append(f"{base}/{comp}" if base else comp)
+                    continue
+                try:
+                    fd = safepath.open_in_root(rootfd, base or ".", os.O_RDONLY | os.O_DIRECTORY)
+                except OSError:
+                    continue
+                try:
+                    names = sorted(os.listdir(fd))
+                finally:
+                    os.close(fd)
+                nxt.extend(f"{base}/{n}" if base else n for n in names
+                           if fnmatch.fnmatchcase(n, comp))
+            found = nxt
+        out = []
+        for rel in found:
+            try:
+                os.close(safepath.open_in_root(rootfd, rel))
+            except OSError:
+                continue
+            if not self.excluded(rel):
+                out.append(rel)
+        if not out:
+            raise BuildError(f'{what}: no source files were specified ("{pattern}" matches '
+                             f"nothing in {self._name()})")
+        return out
+
+    def _name(self) -> str:
+        return "the build context" if self.matcher is not None else "the source stage"
+
+    def walk(self, rootfd: int, rel: str) -> Iterator[tuple[str, os.stat_result, str]]:
+        """``(path relative to rel, lstat, absolute host path)`` of ``rel`` and everything
+        below it (dirs before their contents, sorted); symlinks below are not followed."""
+        fd = safepath.open_in_root(rootfd, rel)
+        try:
+            base = safepath.fd_path(fd)
+            st = os.stat(base)
+            yield "", st, base
+            if not stat.S_ISDIR(st.st_mode):
+                return
+            stack = [""]
+            while stack:
+                sub = stack.pop()
+                here = f"{base}/{sub}" if sub else base
+                with os.scandir(here) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+                dirs = []
+                for entry in entries:
+                    child = f"{sub}/{entry.name}" if sub else entry.name
+                    ctx_rel = child if rel in (".", "") else f"{rel}/{child}"
+                    est = entry.stat(follow_symlinks=False)
+                    is_dir = stat.S_ISDIR(est.st_mode)
+                    if self.matcher is not None and self.matcher.excluded(ctx_rel, is_dir):
+                        if is_dir and self.matcher.descend(ctx_rel):
+                            dirs.append(child)  # an exception may match below
+                        continue
+                    yield child, est, f"{here}/{entry.name}"
+                    if is_dir:
+                        dirs.append(child)
+                stack.extend(reversed(dirs))
+        finally:
+            os.close(fd)
+
+
+def content_hash(src: SourceRoot, patterns: list[str], what: str) -> str:
+    """sha256 over the selected sources: paths, types, modes, sizes, contents, link targets."""
+    h = hashlib.sha256()
+    rootfd = src.open()
+    try:
+        for pattern in patterns:
+            for rel in src.expand(rootfd, pattern, what):
+                h.update(f"@{rel}\n".encode(errors="surrogateescape"))
+                for sub, st, path in src.walk(rootfd, rel):
+                    mode = st.st_mode
+                    h.update(f"{sub}\0{stat.S_IFMT(mode)}\0{stat.S_IMODE(mode):o}\0"
+                             f"{st.st_size}\0".encode(errors="surrogateescape"))
+                    if src.keep_owner:
+                        h.update(f"{st.st_uid}:{st.st_gid}\0".encode())
+                    if stat.S_ISREG(mode):
+                        h.update(_file_digest(path))
+                    elif stat.S_ISLNK(mode):
+                        h.update(os.readlink(path).encode(errors="surrogateescape"))
+                    h.update(b"\n")
+    finally:
+        os.close(rootfd)
+    return h.hexdigest()
+
+
+def _file_digest(path: str) -> bytes:
+    d = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(_CHUNK):
+            d.update(chunk)
+    return d.digest()
+
+
+# --------------------------------------------------------------------------- staging
+
+@dataclass
+class CopyOptions:
+    chown: tuple[int, int] | None = None
+    chmod: int | None = None
+    add: bool = False  # ADD: local tar archives are extracted
+
+
+def parse_chmod(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise ConfigError("--chmod", f"invalid mode {text!r} (octal expected)") from None
+    if not 0 <= mode <= 0o7777:
+        raise ConfigError("--chmod", f"invalid mode {text!r}")
+    return mode
+
+
+def is_remote(src: str) -> bool:
+    low = src.lower()
+    return low.startswith(("http://", "https://", "git@", "git://", "ssh://"))
+
+
+def copy_into(src: SourceRoot, patterns: list[str], dest: str, rootfs: str, workdir: str,
+              opts: CopyOptions, what: str) -> None:
+    """Docker's COPY/ADD semantics: a directory's contents go into ``dest``; a file goes to
+    ``dest`` or, when ``dest`` ends in ``/``, is an existing directory, or there are several
+    sources, to ``dest/<name>``."""
+    dest_abs = dest if dest.startswith("/") else posixpath.join(workdir or "/", dest)
+    dest_abs = "/" + "/".join(safepath.components(posixpath.normpath(dest_abs)))
+    srcfd = src.open()
+    rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sources = [rel for p in patterns for rel in src.expand(srcfd, p, what)]
+        dir_dest = dest.endswith("/") or dest in (".", "") or dest.endswith("/.") \
+            or _is_dir_in_root(rootfd, dest_abs)
+        if len(sources) > 1 and not dir_dest:
+            raise BuildError(f"{what}: when using {what.split()[0]} with more than one source "
+                             "file, the destination must be a directory and end with a /")
+        for rel in sources:
+            top = safepath.open_in_root(srcfd, rel)
+            try:
+                st = os.stat(safepath.fd_path(top))
+                if opts.add and stat.S_ISREG(st.st_mode) and _tar_kind(top):
+                    _extract(top, rootfd, dest_abs, what)
+                    continue
+            finally:
+                os.close(top)
+            if stat.S_ISDIR(st.st_mode):
+                target = dest_abs
+            elif dir_dest:
+                target = posixpath.join(dest_abs, posixpath.basename(rel))
+            else:
+                target = dest_abs
+            _copy_tree(src, srcfd, rel, rootfd, target, opts, what)
+    finally:
+        os.close(rootfd)
+        os.close(srcfd)
+
+
+def _is_dir_in_root(rootfd: int, path: str) -> bool:
+    try:
+        fd = safepath.open_in_root(rootfd, path)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISDIR(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+
+
+def _owner(src: SourceRoot, st: os.stat_result, opts: CopyOptions) -> tuple[int, int]:
+    if opts.chown is not None:
+        return opts.chown
+    return (st.st_uid, st.st_gid) if src.keep_owner else (0, 0)
+
+
+def _copy_tree(src: SourceRoot, srcfd: int, rel: str, rootfd: int, target: str,
+               opts: CopyOptions, what: str) -> None:
+    for sub, st, path in src.walk(srcfd, rel):
+        dest = posixpath.join(target, sub) if sub else target
+        uid, gid = _owner(src, st, opts)
+        mode = st.st_mode
+        try:
+            if stat.S_ISDIR(mode) and not sub:
+                # The destination of a directory's contents: an existing one keeps its
+                # owner and mode (COPY dir/ / must not change /); a new one is 0755, owned
+                # by --chown or root, as BuildKit's mkdir -p.
+                existed = _is_dir_in_root(rootfd, dest)
+                fd = safepath.mkdir_all(rootfd, dest)
+                try:
+                    if not existed and opts.chown is not None:
+                        os.chown(safepath.fd_path(fd), *opts.chown)
+                finally:
+                    os.close(fd)
+            elif stat.S_ISDIR(mode):
+                fd = safepath.mkdir_all(rootfd, dest)
+                try:
+                    os.chown(safepath.fd_path(fd), uid, gid)
+                    os.chmod(safepath.fd_path(fd), opts.chmod if opts.chmod is not None
+                             else stat.S_IMODE(mode))
+                finally:
+                    os.close(fd)
+            elif stat.S_ISREG(mode):
+                _write_file(rootfd, dest, path, st, uid, gid, opts.chmod)
+            elif stat.S_ISLNK(mode):
+                parent, name = _replace_slot(rootfd, dest)
+                try:
+                    os.symlink(os.readlink(path), name, dir_fd=parent)
+                    os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+                finally:
+                    os.close(parent)
+            # sockets, fifos and devices in a context are skipped, as BuildKit does
+        except OSError as e:
+            raise BuildError(f"{what}: cannot copy to {dest}: "
+                             f"{e.strerror or os.strerror(e.errno or 0)}") from None
+
+
+def _replace_slot(rootfd: int, dest: str) -> tuple[int, str]:
+    """(parent dir fd, name) with any non-directory at ``dest`` removed (never followed)."""
+    parent, name = safepath.open_parent(rootfd, dest)
+    try:
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return parent, name
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(errno.EISDIR, "a directory is in the way", dest)
+        os.unlink(name, dir_fd=parent)
+        return parent, name
+    except BaseException:
+        os.close(parent)
+        raise
+
+
+def _write_file(rootfd: int, dest: str, path: str, st: os.stat_result, uid: int, gid: int,
+                chmod: int | None) -> None:
+    parent, name = _replace_slot(rootfd, dest)
+    try:
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      0o600, dir_fd=parent)
+    finally:
+        os.close(parent)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            remaining = st.st_size
+            while remaining > 0:
+                n = os.sendfile(out, f.fileno(), None, min(remaining, 1 << 30))
+                if n == 0:
+                    break
+                remaining -= n
+        os.fchown(out, uid, gid)
+        os.fchmod(out, chmod if chmod is not None else stat.S_IMODE(st.st_mode))
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+    finally:
+        os.close(out)
+
+
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
+          (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
+def _tar_kind(fd: int) -> str | None:
+    """The compression of a tar archive at ``fd`` ("none" for a plain tar), else None."""
+    with open(safepath.fd_path(fd), "rb") as f:
+        head = f.read(512)
+        for magic, kind in _MAGIC:
+            if head.startswith(magic):
+                return kind
+        if len(head) >= 262 and head[257:262] == b"ustar":
+            return "none"
+    return None
+
+
+def _extract(fd: int, rootfd: int, dest_abs: str, what: str) -> None:
+    """ADD of a local archive: unpack it (safely, whiteouts applied) into ``dest_abs``
+    inside the root; ``unpack_layer`` sniffs and decompresses gzip/bzip2/xz/zstd itself."""
+    from isobox.images.unpack import unpack_layer
+
+    dfd = safepath.mkdir_all(rootfd, dest_abs)
+    try:
+        # unpack_layer opens its destination with O_NOFOLLOW: give it the real path of the
+        # directory resolved inside the root (the build snapshot is not in use by anyone).
+        real = os.readlink(safepath.fd_path(dfd))
+        root_real = os.readlink(safepath.fd_path(rootfd))
+        if real != root_real and not real.startswith(root_real.rstrip("/") + "/"):
+            raise BuildError(f"{what}: {dest_abs} resolves outside the image root")
+        with open(safepath.fd_path(fd), "rb") as raw:
+            unpack_layer(raw, real, whiteouts="apply")
+    finally:
+        os.close(dfd)
+
+
+# --------------------------------------------------------------------------- users
+
+def read_user_db(rootfs: str, path: str) -> str | None:
+    """``path`` (``/etc/passwd``) of the image, resolved inside ``rootfs``; None if missing.
+
+    Must be a regular file of at most 10 MiB: a FIFO, a device, ``/proc/…`` or a huge file
+    is an error, never a hang (catalogue case 43)."""
+    rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fd = safepath.open_in_root(rootfd, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise BuildError(f"{path} in the image: {e.strerror}") from None
+    finally:
+        os.close(rootfd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BuildError(f"{path} in the image is not a regular file")
+        if st.st_size > MAX_USER_DB:
+            raise BuildError(f"{path} in the image is larger than {MAX_USER_DB} bytes")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(_CHUNK, MAX_USER_DB + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_USER_DB:
+                raise BuildError(f"{path} in the image is larger than {MAX_USER_DB} bytes")
+        return b"".join(chunks).decode("utf-8", errors="replace")
+    finally:
+        os.close(fd)
+
+
+def _entries(text: str | None, fields: int) -> list[list[str]]:
+    if not text:
+        return []
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(":")
+        if len(parts) >= fields:
+            out.append(parts)
+    return out
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...] = ()
+
+
+def lookup_user(rootfs: str, spec: str, *, groups: bool = True) -> User:
+    """``USER``/``--chown`` ``user[:group]`` (names or numbers) for the image at ``rootfs``."""
+    user, _, group = spec.partition(":")
+    if not user:
+        raise BuildError(f"invalid user {spec!r}")
+    passwd: str | None = None
+    name: str | None = None
+    if user.isdigit():
+        uid, gid = int(user), 0
+        if not group or groups:
+            passwd = read_user_db(rootfs, "/etc/passwd")
+            for p in _entries(passwd, 4):
+                if p[2] == user and p[3].isdigit():
+                    gid, name = int(p[3]), p[0]
+                    break
+    else:
+        passwd = read_user_db(rootfs, "/etc/passwd")
+        for p in _entries(passwd, 4):
+            if p[0] == user and p[2].isdigit() and p[3].isdigit():
+                uid, gid, name = int(p[2]), int(p[3]), user
+                break
+        else:
+            raise BuildError(f"unable to find user {user}: no matching entries in passwd file")
+    extra: list[int] = []
+    group_db: str | None = None
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            group_db = read_user_db(rootfs, "/etc/group")
+            for g in _entries(group_db, 3):
+                if g[0] == group and g[2].isdigit():
+                    gid = int(g[2])
+                    break
+            else:
+                raise BuildError(f"unable to find group {group}: no matching entries in "
+                                 "group file")
+    elif groups and name is not None:
+        group_db = read_user_db(rootfs, "/etc/group")
+        for g in _entries(group_db, 4):
+            if name in g[3].split(",") and g[2].isdigit() and int(g[2]) != gid:
+                extra.append(int(g[2]))
+    if uid > 0xFFFFFFFE or gid > 0xFFFFFFFE:
+        raise BuildError(f"invalid user {spec!r}: id out of range")
+    return User(uid, gid, tuple(extra))
