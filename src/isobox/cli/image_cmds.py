@@ -10,7 +10,9 @@ import click
 from isobox.cli.context import CliContext
 from isobox.cli.main import cli
 from isobox.cli.output import human_ago, human_size, print_json, print_table
-from isobox.images.inspect import familiar, history, inspect_image
+
+# isobox.images.* (sqlite3, the store) is imported inside the commands: every `isobox` call
+# registers these commands, most never touch the store.
 
 pass_ctx = click.make_pass_decorator(CliContext)
 
@@ -26,6 +28,8 @@ def system() -> None:
 
 
 def _ls(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool) -> None:
+    from isobox.images.inspect import familiar
+
     images = obj.store.images(include_intermediate=all_)
     if fmt == "json":
         print_json([{"Id": r.id, "RepoTags": [familiar(t) for t in r.tags],
@@ -86,6 +90,8 @@ def images_alias(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bo
 @pass_ctx
 def image_inspect(obj: CliContext, names: tuple[str, ...]) -> None:
     """Show an image's configuration as JSON."""
+    from isobox.images.inspect import inspect_image
+
     print_json([inspect_image(obj.store.resolve(n)) for n in names])
 
 
@@ -97,6 +103,8 @@ def image_inspect(obj: CliContext, names: tuple[str, ...]) -> None:
 @pass_ctx
 def image_history(obj: CliContext, fmt: str, no_trunc: bool, quiet: bool, name: str) -> None:
     """Show the history of an image."""
+    from isobox.images.inspect import history
+
     rec = obj.store.resolve(name)
     rows = history(rec, obj.store.db.layer_sizes())
     if fmt == "json":
