@@ -151,6 +151,7 @@ class ProxyFaults:
     content_type: dict[str, str] = field(default_factory=dict)  # path suffix → Content-Type
     body: dict[str, bytes] = field(default_factory=dict)        # path suffix → replacement
     drop_digest_header: bool = False  # with ``body``: no Docker-Content-Digest to compare
+    location_host: str | None = None  # rewrite upload ``Location`` headers to this host:port
 
 
 class Proxy:
@@ -196,6 +197,11 @@ class Proxy:
                         continue
                     if k.lower() == "docker-content-digest" and proxy.faults.drop_digest_header:
                         continue
+                    if k.lower() == "location" and proxy.faults.location_host:
+                        parts = urllib.parse.urlsplit(urllib.parse.urljoin(
+                            f"http://{proxy.host}/", v))
+                        v = urllib.parse.urlunsplit(
+                            parts._replace(netloc=proxy.faults.location_host))
                     if k.lower() == "content-type":
                         for suffix, ctype in proxy.faults.content_type.items():
                             if self.path.split("?")[0].endswith(suffix):

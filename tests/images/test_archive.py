@@ -438,3 +438,19 @@ def test_cli_export_snapshot(store_root: str, tmp_path: Any) -> None:
             assert p.returncode == 1 and b"no such snapshot" in p.stderr
         finally:
             snaps.remove("ibx-export-test")
+
+
+def test_import_refuses_truncated_and_corrupt_compression(store: ImageStore) -> None:
+    """A gzip tarball cut before its trailer was imported as complete; a corrupt xz one raised
+    LZMAError (a traceback instead of an error message)."""
+    tar = layer_tar({"etc": None, "etc/hostname": b"box\n"})
+    gz = gzip.compress(tar, mtime=0)
+    with pytest.raises(InvalidArchiveError, match="truncated gzip"):
+        import_rootfs(store, io.BytesIO(gz[:-8]))
+    xz = lzma.compress(tar)
+    with pytest.raises(InvalidArchiveError, match="corrupt compressed"):
+        import_rootfs(store, io.BytesIO(xz[:12] + b"\xff" * 16 + xz[28:]))
+    assert store.images() == []
+    store.collect_garbage()
+    assert os.listdir(store.blobs.blob_dir) == []
+    assert [n for n in os.listdir(store.blobs.ingest_dir) if not n.endswith(".lock")] == []

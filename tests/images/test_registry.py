@@ -18,7 +18,7 @@ import pytest
 from registry_server import Proxy, ProxyFaults, Registry, TokenServer, htpasswd_line, make_ca
 from store_helpers import layer_tar, put_image, sha
 
-from isobox.errors import ConfigError, RegistryError, VerificationError
+from isobox.errors import ConfigError, NotFoundError, RegistryError, VerificationError
 from isobox.images.reference import parse_reference
 from isobox.images.registry import RegistryClient, RegistryOptions, pull_image, push_image
 from isobox.images.registry.auth import AuthFile
@@ -490,3 +490,99 @@ def test_concurrent_in_process_pulls_share_the_work(store: ImageStore, store_roo
     assert results == [rec.id, rec.id]
     for la in rec.layers:
         assert len(proxy.matching("GET", f"/blobs/{la.blob_digest}")) == 1
+
+
+# credentials stay with the registry ----------------------------------------------------------
+def test_upload_location_on_another_host_gets_no_credentials(store: ImageStore) -> None:
+    """A registry (here: a proxy rewriting ``Location``) that sends uploads to another host
+    must not receive the user's password there: the Basic credentials were sent along."""
+    reg = Registry(htpasswd=htpasswd_line("alice", "s3cret"))
+    foreign = Proxy(reg.port)  # another origin, recording what it is sent
+    front = Proxy(reg.port, ProxyFaults(location_host=foreign.host))
+    try:
+        rec = make_image(store)
+        with RegistryClient(front.host, credentials=("alice", "s3cret")) as client:
+            try:
+                push_image_with(client, store, rec)
+            except RegistryError as e:  # the other host wants credentials it does not get
+                assert "unauthorized" in str(e)
+        assert foreign.requests, "the upload never went to the Location given"
+        leaked = [r for r in foreign.requests if "authorization" in r.headers]
+        assert leaked == [], f"credentials sent to {foreign.host}: {leaked[0].headers}"
+    finally:
+        front.stop()
+        foreign.stop()
+        reg.stop()
+
+
+def push_image_with(client: RegistryClient, store: ImageStore, rec: ImageRecord) -> None:
+    from isobox.images.registry.push import push_blob
+
+    layer = rec.layers[0]
+    push_blob(store, client, "leak/app", layer.blob_digest, layer.blob_size, [])
+
+
+def test_credentials_never_go_to_a_plain_http_token_realm(store: ImageStore,
+                                                           pki: dict[str, str]) -> None:
+    """A verified-HTTPS registry whose challenge names an ``http://`` realm: the password was
+    sent there in clear text."""
+    tokens = TokenServer(pki, "bob", "hunter2")
+    assert tokens.realm.startswith("http://")
+    reg = Registry(tls=pki, token=tokens.registry_config())
+    try:
+        opts = RegistryOptions(tls_verify=True, ca_cert=pki["ca.crt"])
+        with RegistryClient(reg.host, opts, ("bob", "hunter2")) as client, \
+                pytest.raises(RegistryError, match="not HTTPS; refusing to send credentials"):
+            client.get_manifest("tok/app", "1")
+        assert tokens.scopes == [], "the token server received the credentials"
+        insecure = RegistryOptions(tls_verify=False)  # an insecure registry: the user's choice
+        with RegistryClient(reg.host, insecure, ("bob", "hunter2")) as client, \
+                pytest.raises(NotFoundError):
+            client.get_manifest("tok/app", "1")
+        assert tokens.scopes
+    finally:
+        reg.stop()
+        tokens.stop()
+
+
+def test_ping_does_not_read_a_huge_v2_body() -> None:
+    """``GET /v2/`` was read whole into memory: a hostile registry answering 256 MiB made
+    the client hold all of it."""
+    import tracemalloc
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    size = 256 << 20
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = bytes(1 << 20)
+            try:
+                for _ in range(size >> 20):
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        with RegistryClient(host) as client:
+            tracemalloc.start()
+            try:
+                client.ping()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        assert peak < 32 << 20, f"peak memory {peak >> 20} MiB"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -517,7 +517,7 @@ def zeros_tar(files: int, size: int, compress: str) -> bytes:
         z = zstandard.ZstdCompressor().compressobj()
         comp, flush = z.compress, z.flush
     else:
-        x = lzma.LZMACompressor()
+        x = lzma.LZMACompressor(preset=0)
         comp, flush = x.compress, x.flush
     out = []
     for i in range(files):

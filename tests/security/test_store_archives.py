@@ -376,3 +376,94 @@ def test_40_bounded_documents_and_entries(store: ImageStore, canary: str) -> Non
     big = build_tar([("manifest.json", b" " * (4 << 20) + b"[]")])
     expect_refused(store, canary, big, "manifest.json.*over the 4194304-byte limit")
     assert store.images() == []
+
+
+# case 35: decompression bombs and malformed compression ------------------------------------------
+def _corrupt(data: bytes, at: int) -> bytes:
+    return data[:at] + b"\xff" * 16 + data[at + 16:]
+
+
+def _compressed(kind: str, data: bytes) -> bytes:
+    import bz2
+    import lzma
+
+    import zstandard
+
+    return {"gzip": lambda d: gzip.compress(d, mtime=0), "xz": lzma.compress,
+            "bz2": bz2.compress, "zstd": zstandard.ZstdCompressor().compress}[kind](data)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "xz", "bz2", "zstd"])
+def test_35_corrupt_compressed_archive_is_a_clean_error(store: ImageStore, canary: str,
+                                                         kind: str) -> None:
+    """A corrupt xz/bzip2/zstd archive raised LZMAError/OSError/ZstdError (a traceback)."""
+    manifest, entries = good_docker_parts([layer()])
+    expect_refused(store, canary, _corrupt(_compressed(kind, docker_archive(manifest, entries)),
+                                           12), "corrupt compressed")
+
+
+def test_35_corrupt_gzip_layer_is_a_clean_error(store: ImageStore, canary: str) -> None:
+    """A docker-archive layer that is a corrupt gzip raised zlib.error while its diffID was
+    computed."""
+    tar = layer()
+    bad = _corrupt(gzip.compress(tar, mtime=0), 12)
+    cfg = config([tar])
+    entries: list[Entry] = [("l.tar", bad), ("c.json", cfg)]
+    expect_refused(store, canary, docker_archive(
+        [{"Config": "c.json", "RepoTags": ["hostile:1"], "Layers": ["l.tar"]}], entries),
+        "corrupt compressed")
+
+
+def test_35_truncated_gzip_archive_is_refused(store: ImageStore, canary: str) -> None:
+    """A gzip without its end (CRC and size) was read as if complete."""
+    manifest, entries = good_docker_parts([layer()])
+    data = gzip.compress(docker_archive(manifest, entries), mtime=0)
+    expect_refused(store, canary, data[:-8], "truncated gzip")
+
+
+def _peak_memory(fn: Any) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_35_gzip_bomb_memory_stays_bounded(store: ImageStore) -> None:
+    """256 MiB of zeros behind a valid archive, gzip'd to ~250 KiB, were inflated in one call
+    (memory grew with the compression ratio, ~1000x per 1 MiB read)."""
+    import zlib
+
+    manifest, entries = good_docker_parts([layer()])
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [comp.compress(docker_archive(manifest, entries))]
+    zeros = bytes(1 << 20)
+    parts += [comp.compress(zeros) for _ in range(256)]
+    parts.append(comp.flush())
+    bomb = b"".join(parts)
+    assert len(bomb) < 1 << 20
+    peak = _peak_memory(lambda: load_archive(store, io.BytesIO(bomb)))
+    assert [r.tags for r in store.images()] == [["docker.io/library/hostile:1"]]
+    assert peak < 64 << 20, f"peak memory {peak >> 20} MiB"
+
+
+def test_35_huge_pax_header_is_refused_before_it_is_read(store: ImageStore,
+                                                          canary: str) -> None:
+    """A 64 MiB pax header (a few hundred KiB gzip'd) was read into memory whole."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("x")
+        info.pax_headers = {"comment": "x" * (64 << 20)}
+        tf.addfile(info, io.BytesIO(b""))
+    data = gzip.compress(buf.getvalue(), mtime=0)
+    box: dict[str, ImageError] = {}
+
+    def attempt() -> None:
+        box["err"] = expect_refused(store, canary, data, "header of .* bytes is over the")
+
+    peak = _peak_memory(attempt)
+    assert "1048576-byte limit" in str(box["err"])
+    assert peak < 32 << 20, f"peak memory {peak >> 20} MiB"

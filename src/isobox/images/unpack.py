@@ -809,20 +809,28 @@ def _check_end(tf: tarfile.TarFile, src: _Source, last: str) -> None:
     raise InvalidArchiveError(f"invalid tar header at offset {tf.offset} (after {last!r})")
 
 
-def unpack_layer(stream: BinaryIO, dest_dir: str, *,
+def unpack_layer(stream: BinaryIO, dest_dir: str | int, *,
                  whiteouts: Literal["overlay", "apply"] = "overlay",
                  limits: UnpackLimits = UnpackLimits(),
                  expected_diff_id: str | None = None,
                  allow_devices: bool = True) -> UnpackResult:
-    """Unpack one (compressed) layer tar into the empty directory ``dest_dir``.
+    """Unpack one (compressed) layer tar into the empty directory ``dest_dir`` (a path, or
+    a directory fd the caller resolved safely and keeps owning).
 
     ``whiteouts="overlay"`` keeps OCI whiteouts as overlayfs wants them in a lower dir
     (char 0:0, ``trusted.overlay.opaque``); ``"apply"`` deletes what they hide in
     ``dest_dir``. Raises InvalidArchiveError naming the entry, or VerificationError when
     the diffID differs from ``expected_diff_id``."""
     header_limit = max(BLOCK, -(-limits.max_pax_bytes // BLOCK) * BLOCK)
-    pipe = _Pipeline(decompressed_chunks(stream, limits))
-    rootfd = os.open(dest_dir, O_DIRPATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if isinstance(dest_dir, int):
+        rootfd = os.open(".", O_DIRPATH | os.O_CLOEXEC, dir_fd=dest_dir)
+    else:
+        rootfd = os.open(dest_dir, O_DIRPATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        pipe = _Pipeline(decompressed_chunks(stream, limits))
+    except BaseException:
+        os.close(rootfd)
+        raise
     src = _Source(pipe, header_limit)
     ex = _Extractor(rootfd, src, whiteouts, limits, allow_devices)
     entries = 0

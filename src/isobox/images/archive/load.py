@@ -20,16 +20,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import lzma
 import posixpath
 import tarfile
-import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
 from isobox.errors import ConfigError, InvalidArchiveError, VerificationError
 from isobox.images.reference import Reference, parse_reference
 from isobox.images.store import ImageRecord, ImageStore, adds_content
+from isobox.images.unpack import UnpackLimits, decompressed_chunks
 from isobox.oci import image as oci
 from isobox.oci.digest import validate_digest
 
@@ -37,6 +37,9 @@ CHUNK = 1 << 20
 DOCUMENTS = ("manifest.json", "index.json", "oci-layout", "repositories")
 _LEGACY_JUNK = ("VERSION", "json")  # docker's v1 per-layer metadata, never needed
 _MAX_LINK_HOPS = 16
+MAX_HEADER_BYTES = 1 << 20  # a pax or GNU long-name header (tarfile reads it into memory)
+_BIG_HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
 @dataclass(frozen=True)
@@ -94,70 +97,75 @@ def compression_of(head: bytes) -> str:
     return "none"
 
 
-class _Decompressed(io.RawIOBase):
-    """A read-only stream over gzip/xz/bzip2 content, decompressed in-process (case 36)."""
+class _Prefixed:
+    """``stream`` with the bytes read to sniff its compression put back in front."""
 
-    def __init__(self, raw: BinaryIO, kind: str) -> None:
-        import bz2
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self._head = head
+        self._stream = stream
 
-        self._raw = raw
-        self._d: Any
-        if kind == "gzip":
-            self._d = zlib.decompressobj(wbits=47)
-        elif kind == "xz":
-            self._d = lzma.LZMADecompressor()
-        else:
-            self._d = bz2.BZ2Decompressor()
-        self._kind = kind
-        self._buf = b""
-        self._eof = False
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n < 0 or n >= len(self._head):
+                head, self._head = self._head, b""
+            else:
+                head, self._head = self._head[:n], self._head[n:]
+            return head
+        return self._stream.read(n)
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        data = stream.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+class _ChunkStream(io.RawIOBase):
+    """A raw read-only stream over an iterator of byte chunks (each at most 1 MiB)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
-        while not self._buf and not self._eof:
-            chunk = self._raw.read(CHUNK)
-            if not chunk:
-                self._eof = True
-                break
-            self._buf = self._decompress(chunk)
+        while not self._buf:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return 0
+            self._buf = memoryview(nxt)
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
 
-    def _decompress(self, chunk: bytes) -> bytes:
-        out = b""
-        while chunk:
-            out += self._d.decompress(chunk)
-            if self._kind == "gzip" and self._d.eof:  # concatenated gzip members
-                chunk = self._d.unused_data
-                self._d = zlib.decompressobj(wbits=47)
-            else:
-                chunk = b""
-        return out
 
+def open_decompressed(stream: BinaryIO, max_bytes: int = UnpackLimits.max_bytes
+                      ) -> tuple[BinaryIO, str]:
+    """Wrap ``stream`` so that it reads uncompressed bytes; returns (stream, compression).
 
-def open_decompressed(stream: BinaryIO) -> tuple[BinaryIO, str]:
-    """Wrap ``stream`` so that it reads uncompressed bytes; returns (stream, compression)."""
-    buffered: Any = stream if hasattr(stream, "peek") else io.BufferedReader(
-        cast(io.RawIOBase, stream), CHUNK)
-    head = buffered.peek(8)[:8]
+    Decompression is the layer unpacker's (in-process, case 36): bounded memory per read
+    (a bomb never inflates more than 1 MiB at a time), at most ``max_bytes`` uncompressed
+    bytes, truncated or corrupt input raises InvalidArchiveError (case 35)."""
+    head = _read_exact(stream, 8)
     kind = compression_of(head)
-    if kind == "none":
-        return cast(BinaryIO, buffered), kind
-    if kind == "zstd":
-        import zstandard
-
-        reader = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
-        return cast(BinaryIO, io.BufferedReader(cast(io.RawIOBase, reader), CHUNK)), kind
-    return cast(BinaryIO, io.BufferedReader(_Decompressed(buffered, kind), CHUNK)), kind
+    chunks = decompressed_chunks(cast(BinaryIO, _Prefixed(head, stream)),
+                                 UnpackLimits(max_bytes=max_bytes))
+    return cast(BinaryIO, io.BufferedReader(_ChunkStream(chunks), CHUNK)), kind
 
 
-def digest_uncompressed(stream: BinaryIO) -> tuple[str, int]:
-    """sha256 and size of ``stream`` after decompression."""
-    plain, _ = open_decompressed(stream)
+def digest_uncompressed(stream: BinaryIO, max_bytes: int = UnpackLimits.max_bytes
+                        ) -> tuple[str, int]:
+    """sha256 and size of ``stream`` after decompression (at most ``max_bytes``)."""
+    plain, _ = open_decompressed(stream, max_bytes)
     h = hashlib.sha256()
     size = 0
     for chunk in iter(lambda: plain.read(CHUNK), b""):
@@ -189,6 +197,17 @@ def safe_path(value: object, where: str) -> str:
     return norm
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses a pax or GNU long-name header over ``MAX_HEADER_BYTES`` before tarfile reads
+    the whole of it into memory (case 35: "PAX records of several MiB")."""
+
+    def _proc_member(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _BIG_HEADERS and self.size > MAX_HEADER_BYTES:
+            raise InvalidArchiveError(f"archive header of {self.size} bytes is over the "
+                                      f"{MAX_HEADER_BYTES}-byte limit")
+        return cast(tarfile.TarInfo, super()._proc_member(tf))  # type: ignore[misc]
+
+
 # the spool -----------------------------------------------------------------------------------
 class Spool:
     """The archive's members: regular files as store blobs, documents in memory, links as
@@ -205,15 +224,22 @@ class Spool:
 
     # reading ------------------------------------------------------------------------------
     def read(self, stream: BinaryIO) -> None:
-        plain, _ = open_decompressed(stream)
+        # content is bounded by max_total_bytes; headers (and the data of member types that
+        # are skipped) by a generous allowance per entry
+        bound = self.limits.max_total_bytes + (self.limits.max_entries + 2) * 8192
+        plain, _ = open_decompressed(stream, bound)
         entries = 0
         try:
-            tf = tarfile.open(fileobj=plain, mode="r|")  # noqa: SIM115
+            tf = tarfile.open(fileobj=plain, mode="r|",  # noqa: SIM115
+                              tarinfo=_BoundedTarInfo)
         except tarfile.TarError as e:
             raise InvalidArchiveError(f"not a tar archive: {e}") from None
+        except EOFError:
+            raise InvalidArchiveError("not a tar archive: truncated") from None
         with tf:
             try:
-                for info in tf:
+                while (info := tf.next()) is not None:
+                    vars(tf)["members"].clear()  # tarfile keeps every header otherwise
                     entries += 1
                     if entries > self.limits.max_entries:
                         raise InvalidArchiveError(
@@ -224,6 +250,8 @@ class Spool:
                                           f"{e}") from None
             except EOFError:
                 raise InvalidArchiveError("archive is truncated") from None
+        while plain.read(CHUNK):  # to the end: a compressed stream's trailer (CRC) is checked
+            pass
 
     def _member(self, tf: tarfile.TarFile, info: tarfile.TarInfo) -> None:
         name = clean_member_name(info.name)

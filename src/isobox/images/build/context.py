@@ -20,16 +20,19 @@ import hashlib
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 from isobox.errors import ConfigError, ImageError, NotFoundError
 from isobox.images.build.dockerignore import Matcher
 from isobox.linux import safepath
 
+O_NOFOLLOW_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+O_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
 MAX_USER_DB = 10 * 1024 * 1024  # containerd's bound on /etc/passwd and /etc/group
 MAX_CONTAINERFILE = 4 * 1024 * 1024
 _GLOB = set("*?[")
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
 
 
@@ -37,15 +40,40 @@ class BuildError(ImageError):
     """A build step cannot be done (bad source, destination, user …)."""
 
 
+def reopen_regular(pathfd: int) -> int:
+    """A readable fd of the regular file behind the O_PATH fd ``pathfd``; anything else (a
+    FIFO, a device, a socket) is refused before it is ever opened (no hang, no device open
+    with side effects such as arming a watchdog)."""
+    if not stat.S_ISREG(os.fstat(pathfd).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file")
+    return os.open(safepath.fd_path(pathfd), O_READ)
+
+
+def _read_bounded(fd: int, limit: int) -> bytes:
+    chunks, total = [], 0
+    while total <= limit:
+        chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
 def read_containerfile(path: str) -> str:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError as e:
         raise NotFoundError(f"cannot read {path}: {e.strerror}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError(path, "not a regular file")
-        data = os.read(fd, MAX_CONTAINERFILE + 1)
+        try:
+            fd = reopen_regular(pfd)
+        except OSError:
+            raise ConfigError(path, "not a regular file") from None
+    finally:
+        os.close(pfd)
+    try:
+        data = _read_bounded(fd, MAX_CONTAINERFILE)
     finally:
         os.close(fd)
     if len(data) > MAX_CONTAINERFILE:
@@ -65,6 +93,43 @@ def find_containerfile(context_dir: str, given: str | None) -> str:
     raise NotFoundError(f"no Containerfile or Dockerfile in {context_dir}")
 
 
+@dataclass(frozen=True)
+class SourceEntry:
+    """One file of a source tree as :meth:`SourceRoot.walk` found it: ``name`` in the
+    directory fd ``dirfd`` (or, for the top of the walk, ``name == ""`` and ``dirfd`` is an
+    O_PATH fd of the entry itself). Valid only until the walk moves on."""
+
+    sub: str  # path relative to the walked source
+    st: os.stat_result  # lstat
+    dirfd: int
+    name: str
+
+    def _pathfd(self) -> int:
+        if not self.name:
+            return os.dup(self.dirfd)
+        return os.open(self.name, O_NOFOLLOW_PATH, dir_fd=self.dirfd)
+
+    def _check_same(self, fd: int) -> os.stat_result:
+        now = os.fstat(fd)
+        if (now.st_dev, now.st_ino, stat.S_IFMT(now.st_mode)) != (
+                self.st.st_dev, self.st.st_ino, stat.S_IFMT(self.st.st_mode)):
+            raise OSError(errno.EAGAIN, f"{self.sub or '.'} changed while being copied")
+        return now
+
+    def open_file(self) -> int:
+        """A readable fd of this regular file, never following a symlink swapped in and
+        never opening a FIFO or device swapped in."""
+        pfd = self._pathfd()
+        try:
+            self._check_same(pfd)
+            return reopen_regular(pfd)
+        finally:
+            os.close(pfd)
+
+    def readlink(self) -> str:
+        return os.readlink(self.name, dir_fd=self.dirfd)
+
+
 @dataclass
 class SourceRoot:
     """A directory sources are read from; ``matcher`` filters (the context only)."""
@@ -79,17 +144,40 @@ class SourceRoot:
     def excluded(self, rel: str) -> bool:
         return self.matcher is not None and rel not in (".", "") and self.matcher.excluded(rel)
 
+    def resolved(self, rootfd: int, rel: str) -> str | None:
+        """The root-relative path ``rel`` resolves to inside the root (symlinks followed
+        inside it), or None when missing. Used for ``.dockerignore``: a symlink in the
+        context must not reach a file the context excludes (Docker never sends those)."""
+        try:
+            fd = safepath.open_in_root(rootfd, rel)
+        except OSError:
+            return None
+        try:
+            real = os.readlink(safepath.fd_path(fd))
+        finally:
+            os.close(fd)
+        root = os.readlink(safepath.fd_path(rootfd)).rstrip("/")
+        if real == root or (root == "" and real == "/"):
+            return "."
+        if not real.startswith(root + "/"):
+            raise BuildError(f"{rel} resolves outside {self._name()}")
+        return real[len(root) + 1:]
+
+    def _visible(self, rootfd: int, rel: str) -> bool:
+        """``rel`` exists and neither it nor what it resolves to is excluded."""
+        real = self.resolved(rootfd, rel)
+        return real is not None and not self.excluded(rel) and not self.excluded(real)
+
     def expand(self, rootfd: int, pattern: str, what: str) -> list[str]:
         """Context-relative paths ``pattern`` names (wildcards per component)."""
         clean = posixpath.normpath("/" + pattern).lstrip("/")
         comps = safepath.components(clean)
         if not any(ch in _GLOB for ch in clean):
             rel = clean or "."
-            try:
-                os.close(safepath.open_in_root(rootfd, rel))
-            except OSError:
-                raise BuildError(f'{what}: "{pattern}" not found in {self._name()}') from None
-            if self.excluded(rel):
+            real = self.resolved(rootfd, rel)
+            if real is None:
+                raise BuildError(f'{what}: "{pattern}" not found in {self._name()}')
+            if self.excluded(rel) or self.excluded(real):
                 raise BuildError(f'{what}: "{pattern}" is excluded by .dockerignore')
             return [rel]
         found = [""]
@@ -110,14 +198,7 @@ class SourceRoot:
                 nxt.extend(f"{base}/{n}" if base else n for n in names
                            if fnmatch.fnmatchcase(n, comp))
             found = nxt
-        out = []
-        for rel in found:
-            try:
-                os.close(safepath.open_in_root(rootfd, rel))
-            except OSError:
-                continue
-            if not self.excluded(rel):
-                out.append(rel)
+        out = [rel for rel in found if self._visible(rootfd, rel)]
         if not out:
             raise BuildError(f'{what}: no source files were specified ("{pattern}" matches '
                              f"nothing in {self._name()})")
@@ -126,37 +207,60 @@ class SourceRoot:
     def _name(self) -> str:
         return "the build context" if self.matcher is not None else "the source stage"
 
-    def walk(self, rootfd: int, rel: str) -> Iterator[tuple[str, os.stat_result, str]]:
-        """``(path relative to rel, lstat, absolute host path)`` of ``rel`` and everything
-        below it (dirs before their contents, sorted); symlinks below are not followed."""
+    def walk(self, rootfd: int, rel: str) -> Generator[SourceEntry, None, None]:
+        """``rel`` (resolved inside the root) and everything below it, dirs before their
+        contents, sorted. Everything below is reached through directory fds opened with
+        O_NOFOLLOW: a symlink below is yielded, never followed, even one swapped in after
+        it was listed. ``.dockerignore`` applies to the resolved path."""
+        real = self.resolved(rootfd, rel)
+        if real is None:
+            raise FileNotFoundError(errno.ENOENT, "not found", rel)
         fd = safepath.open_in_root(rootfd, rel)
+        # one frame per depth: (dir fd, its path, its subdirectories still to visit)
+        stack: list[tuple[int, str, Iterator[tuple[str, os.stat_result]]]] = []
         try:
-            base = safepath.fd_path(fd)
-            st = os.stat(base)
-            yield "", st, base
+            st = os.fstat(fd)
+            yield SourceEntry("", st, fd, "")
             if not stat.S_ISDIR(st.st_mode):
                 return
-            stack = [""]
-            while stack:
-                sub = stack.pop()
-                here = f"{base}/{sub}" if sub else base
-                with os.scandir(here) as it:
-                    entries = sorted(it, key=lambda e: e.name)
-                dirs = []
-                for entry in entries:
-                    child = f"{sub}/{entry.name}" if sub else entry.name
-                    ctx_rel = child if rel in (".", "") else f"{rel}/{child}"
-                    est = entry.stat(follow_symlinks=False)
+            dfd, sub = os.open(".", _O_DIR, dir_fd=fd), ""
+            while True:
+                dirs: list[tuple[str, os.stat_result]] = []
+                stack.append((dfd, sub, iter(dirs)))
+                with os.scandir(dfd) as it:
+                    names = sorted(e.name for e in it)
+                for name in names:
+                    child = f"{sub}/{name}" if sub else name
+                    ctx_rel = child if real == "." else f"{real}/{child}"
+                    est = os.stat(name, dir_fd=dfd, follow_symlinks=False)
                     is_dir = stat.S_ISDIR(est.st_mode)
                     if self.matcher is not None and self.matcher.excluded(ctx_rel, is_dir):
                         if is_dir and self.matcher.descend(ctx_rel):
-                            dirs.append(child)  # an exception may match below
+                            dirs.append((name, est))  # an exception may match below
                         continue
-                    yield child, est, f"{here}/{entry.name}"
+                    yield SourceEntry(child, est, dfd, name)
                     if is_dir:
-                        dirs.append(child)
-                stack.extend(reversed(dirs))
+                        dirs.append((name, est))
+                while stack:
+                    pfd, psub, pending = stack[-1]
+                    nxt = next(pending, None)
+                    if nxt is None:
+                        os.close(pfd)
+                        stack.pop()
+                        continue
+                    name, est = nxt
+                    sub = f"{psub}/{name}" if psub else name
+                    dfd = os.open(name, _O_DIR, dir_fd=pfd)  # ELOOP: swapped for a symlink
+                    cst = os.fstat(dfd)
+                    if (cst.st_dev, cst.st_ino) != (est.st_dev, est.st_ino):
+                        os.close(dfd)
+                        raise OSError(errno.EAGAIN, f"{sub} changed while being copied")
+                    break
+                else:
+                    return
         finally:
+            for dfd, _, _ in stack:
+                os.close(dfd)
             os.close(fd)
 
 
@@ -168,27 +272,36 @@ def content_hash(src: SourceRoot, patterns: list[str], what: str) -> str:
         for pattern in patterns:
             for rel in src.expand(rootfd, pattern, what):
                 h.update(f"@{rel}\n".encode(errors="surrogateescape"))
-                for sub, st, path in src.walk(rootfd, rel):
-                    mode = st.st_mode
-                    h.update(f"{sub}\0{stat.S_IFMT(mode)}\0{stat.S_IMODE(mode):o}\0"
+                for e in src.walk(rootfd, rel):
+                    st, mode = e.st, e.st.st_mode
+                    h.update(f"{e.sub}\0{stat.S_IFMT(mode)}\0{stat.S_IMODE(mode):o}\0"
                              f"{st.st_size}\0".encode(errors="surrogateescape"))
                     if src.keep_owner:
                         h.update(f"{st.st_uid}:{st.st_gid}\0".encode())
                     if stat.S_ISREG(mode):
-                        h.update(_file_digest(path))
+                        h.update(_file_digest(e))
                     elif stat.S_ISLNK(mode):
-                        h.update(os.readlink(path).encode(errors="surrogateescape"))
+                        h.update(e.readlink().encode(errors="surrogateescape"))
                     h.update(b"\n")
+    except OSError as err:
+        raise BuildError(f"{what}: cannot read the sources: "
+                         f"{err.strerror or os.strerror(err.errno or 0)}") from None
     finally:
         os.close(rootfd)
     return h.hexdigest()
 
 
-def _file_digest(path: str) -> bytes:
+def _file_digest(e: SourceEntry) -> bytes:
+    """sha256 of the first ``st_size`` bytes (what a copy takes)."""
     d = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(_CHUNK):
+    fd = e.open_file()
+    try:
+        remaining = e.st.st_size
+        while remaining > 0 and (chunk := os.read(fd, min(_CHUNK, remaining))):
             d.update(chunk)
+            remaining -= len(chunk)
+    finally:
+        os.close(fd)
     return d.digest()
 
 
@@ -235,7 +348,7 @@ def copy_into(src: SourceRoot, patterns: list[str], dest: str, rootfs: str, work
         for rel in sources:
             top = safepath.open_in_root(srcfd, rel)
             try:
-                st = os.stat(safepath.fd_path(top))
+                st = os.fstat(top)
                 if opts.add and stat.S_ISREG(st.st_mode) and _tar_kind(top):
                     _extract(top, rootfd, dest_abs, what)
                     continue
@@ -272,43 +385,53 @@ def _owner(src: SourceRoot, st: os.stat_result, opts: CopyOptions) -> tuple[int,
 
 def _copy_tree(src: SourceRoot, srcfd: int, rel: str, rootfd: int, target: str,
                opts: CopyOptions, what: str) -> None:
-    for sub, st, path in src.walk(srcfd, rel):
-        dest = posixpath.join(target, sub) if sub else target
-        uid, gid = _owner(src, st, opts)
-        mode = st.st_mode
+    walk = src.walk(srcfd, rel)
+    dest = target
+    try:
+        for ent in walk:
+            dest = posixpath.join(target, ent.sub) if ent.sub else target
+            _copy_entry(src, ent, rootfd, dest, opts)
+    except OSError as e:
+        raise BuildError(f"{what}: cannot copy to {dest}: "
+                         f"{e.strerror or os.strerror(e.errno or 0)}") from None
+    finally:
+        walk.close()
+
+
+def _copy_entry(src: SourceRoot, ent: SourceEntry, rootfd: int, dest: str,
+                opts: CopyOptions) -> None:
+    sub, st = ent.sub, ent.st
+    uid, gid = _owner(src, st, opts)
+    mode = st.st_mode
+    if stat.S_ISDIR(mode) and not sub:
+        # The destination of a directory's contents: an existing one keeps its
+        # owner and mode (COPY dir/ / must not change /); a new one is 0755, owned
+        # by --chown or root, as BuildKit's mkdir -p.
+        existed = _is_dir_in_root(rootfd, dest)
+        fd = safepath.mkdir_all(rootfd, dest)
         try:
-            if stat.S_ISDIR(mode) and not sub:
-                # The destination of a directory's contents: an existing one keeps its
-                # owner and mode (COPY dir/ / must not change /); a new one is 0755, owned
-                # by --chown or root, as BuildKit's mkdir -p.
-                existed = _is_dir_in_root(rootfd, dest)
-                fd = safepath.mkdir_all(rootfd, dest)
-                try:
-                    if not existed and opts.chown is not None:
-                        os.chown(safepath.fd_path(fd), *opts.chown)
-                finally:
-                    os.close(fd)
-            elif stat.S_ISDIR(mode):
-                fd = safepath.mkdir_all(rootfd, dest)
-                try:
-                    os.chown(safepath.fd_path(fd), uid, gid)
-                    os.chmod(safepath.fd_path(fd), opts.chmod if opts.chmod is not None
-                             else stat.S_IMODE(mode))
-                finally:
-                    os.close(fd)
-            elif stat.S_ISREG(mode):
-                _write_file(rootfd, dest, path, st, uid, gid, opts.chmod)
-            elif stat.S_ISLNK(mode):
-                parent, name = _replace_slot(rootfd, dest)
-                try:
-                    os.symlink(os.readlink(path), name, dir_fd=parent)
-                    os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
-                finally:
-                    os.close(parent)
-            # sockets, fifos and devices in a context are skipped, as BuildKit does
-        except OSError as e:
-            raise BuildError(f"{what}: cannot copy to {dest}: "
-                             f"{e.strerror or os.strerror(e.errno or 0)}") from None
+            if not existed and opts.chown is not None:
+                os.chown(safepath.fd_path(fd), *opts.chown)
+        finally:
+            os.close(fd)
+    elif stat.S_ISDIR(mode):
+        fd = safepath.mkdir_all(rootfd, dest)
+        try:
+            os.chown(safepath.fd_path(fd), uid, gid)
+            os.chmod(safepath.fd_path(fd), opts.chmod if opts.chmod is not None
+                     else stat.S_IMODE(mode))
+        finally:
+            os.close(fd)
+    elif stat.S_ISREG(mode):
+        _write_file(rootfd, dest, ent, uid, gid, opts.chmod)
+    elif stat.S_ISLNK(mode):
+        parent, name = _replace_slot(rootfd, dest)
+        try:
+            os.symlink(ent.readlink(), name, dir_fd=parent)
+            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
+    # sockets, fifos and devices in a context are skipped, as BuildKit does
 
 
 def _replace_slot(rootfd: int, dest: str) -> tuple[int, str]:
@@ -328,7 +451,17 @@ def _replace_slot(rootfd: int, dest: str) -> tuple[int, str]:
         raise
 
 
-def _write_file(rootfd: int, dest: str, path: str, st: os.stat_result, uid: int, gid: int,
+def _write_file(rootfd: int, dest: str, e: SourceEntry, uid: int, gid: int,
+                chmod: int | None) -> None:
+    st = e.st
+    infd = e.open_file()
+    try:
+        _write_from(rootfd, dest, infd, st, uid, gid, chmod)
+    finally:
+        os.close(infd)
+
+
+def _write_from(rootfd: int, dest: str, infd: int, st: os.stat_result, uid: int, gid: int,
                 chmod: int | None) -> None:
     parent, name = _replace_slot(rootfd, dest)
     try:
@@ -337,13 +470,12 @@ def _write_file(rootfd: int, dest: str, path: str, st: os.stat_result, uid: int,
     finally:
         os.close(parent)
     try:
-        with open(path, "rb", buffering=0) as f:
-            remaining = st.st_size
-            while remaining > 0:
-                n = os.sendfile(out, f.fileno(), None, min(remaining, 1 << 30))
-                if n == 0:
-                    break
-                remaining -= n
+        remaining = st.st_size
+        while remaining > 0:
+            n = os.sendfile(out, infd, None, min(remaining, 1 << 30))
+            if n == 0:
+                break
+            remaining -= n
         os.fchown(out, uid, gid)
         os.fchmod(out, chmod if chmod is not None else stat.S_IMODE(st.st_mode))
         os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -357,7 +489,7 @@ _MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
 
 def _tar_kind(fd: int) -> str | None:
     """The compression of a tar archive at ``fd`` ("none" for a plain tar), else None."""
-    with open(safepath.fd_path(fd), "rb") as f:
+    with open(reopen_regular(fd), "rb") as f:
         head = f.read(512)
         for magic, kind in _MAGIC:
             if head.startswith(magic):
@@ -374,14 +506,9 @@ def _extract(fd: int, rootfd: int, dest_abs: str, what: str) -> None:
 
     dfd = safepath.mkdir_all(rootfd, dest_abs)
     try:
-        # unpack_layer opens its destination with O_NOFOLLOW: give it the real path of the
-        # directory resolved inside the root (the build snapshot is not in use by anyone).
-        real = os.readlink(safepath.fd_path(dfd))
-        root_real = os.readlink(safepath.fd_path(rootfd))
-        if real != root_real and not real.startswith(root_real.rstrip("/") + "/"):
-            raise BuildError(f"{what}: {dest_abs} resolves outside the image root")
-        with open(safepath.fd_path(fd), "rb") as raw:
-            unpack_layer(raw, real, whiteouts="apply")
+        # by fd: the directory resolved inside the root, never a path string re-resolved
+        with open(reopen_regular(fd), "rb") as raw:
+            unpack_layer(raw, dfd, whiteouts="apply")
     finally:
         os.close(dfd)
 
@@ -396,7 +523,7 @@ def read_user_db(rootfs: str, path: str) -> str | None:
     rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:
-            fd = safepath.open_in_root(rootfd, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            pfd = safepath.open_in_root(rootfd, path)  # O_PATH: nothing is opened yet
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -404,23 +531,21 @@ def read_user_db(rootfs: str, path: str) -> str | None:
     finally:
         os.close(rootfd)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        st = os.fstat(pfd)
+        if not stat.S_ISREG(st.st_mode):  # a device is never opened (a watchdog would arm)
             raise BuildError(f"{path} in the image is not a regular file")
         if st.st_size > MAX_USER_DB:
             raise BuildError(f"{path} in the image is larger than {MAX_USER_DB} bytes")
-        chunks, total = [], 0
-        while True:
-            chunk = os.read(fd, min(_CHUNK, MAX_USER_DB + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > MAX_USER_DB:
-                raise BuildError(f"{path} in the image is larger than {MAX_USER_DB} bytes")
-        return b"".join(chunks).decode("utf-8", errors="replace")
+        fd = reopen_regular(pfd)
+    finally:
+        os.close(pfd)
+    try:
+        data = _read_bounded(fd, MAX_USER_DB)
     finally:
         os.close(fd)
+    if len(data) > MAX_USER_DB:
+        raise BuildError(f"{path} in the image is larger than {MAX_USER_DB} bytes")
+    return data.decode("utf-8", errors="replace")
 
 
 def _entries(text: str | None, fields: int) -> list[list[str]]:

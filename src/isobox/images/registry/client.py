@@ -17,8 +17,10 @@ stored credentials; ``Bearer`` fetches a token from the challenge's realm (with 
 credentials, if any) for the scopes each request needs and caches it; a later
 ``insufficient_scope`` challenge is answered once.
 
-Every response body is read with a bound; redirects are followed (``httpx`` drops the
-``Authorization`` header when a redirect leaves the registry's origin).
+Every response body is read with a bound (``/v2/``'s is never read); redirects are followed
+(``httpx`` drops the ``Authorization`` header when a redirect leaves the registry's origin).
+Credentials and tokens are sent to the registry's own origin only (an upload ``Location`` on
+another host gets none), and to a token realm only over HTTPS unless the registry is insecure.
 """
 
 from __future__ import annotations
@@ -222,8 +224,9 @@ class RegistryClient:
             schemes = ["https", "http"] if self.insecure else ["https"]
             last: Exception | None = None
             for scheme in schemes:
-                try:
-                    resp = self.http.get(f"{scheme}://{self.host}/v2/")
+                try:  # streamed and closed unread: the body of /v2/ means nothing
+                    req = self.http.build_request("GET", f"{scheme}://{self.host}/v2/")
+                    resp = self.http.send(req, stream=True)
                 except (httpx.TransportError, ssl.SSLError) as e:
                     last = e
                     log.debug("%s://%s: %s", scheme, self.host, e)
@@ -273,6 +276,9 @@ class RegistryClient:
         realm = ch.params.get("realm", "")
         if urlsplit(realm).scheme not in ("http", "https"):
             raise RegistryError(f"registry {self.registry}: invalid token realm {realm!r}")
+        if self.credentials and urlsplit(realm).scheme != "https" and not self.insecure:
+            raise RegistryError(f"registry {self.registry}: the token realm {realm!r} is not "
+                                f"HTTPS; refusing to send credentials in clear text")
         query: list[tuple[str, str]] = []
         if "service" in ch.params:
             query.append(("service", ch.params["service"]))
@@ -318,16 +324,20 @@ class RegistryClient:
 
         With ``stream`` the caller reads and closes the response."""
         url = self.url(path)
+        # credentials (and tokens) go to the registry's own origin only: an upload Location
+        # on another host gets none, as with Docker (its authorizer knows no challenge there)
+        own = same_origin(url, self.base)
         challenge: Challenge | None = None
         for attempt in (0, 1):
-            hdrs = {**(headers or {}), **self._auth_header(scopes, challenge, fresh=attempt > 0)}
+            auth = self._auth_header(scopes, challenge, fresh=attempt > 0) if own else {}
+            hdrs = {**(headers or {}), **auth}
             body = content() if callable(content) else content
             try:
                 req = self.http.build_request(method, url, headers=hdrs, content=body)
                 resp = self.http.send(req, stream=True)
             except httpx.TransportError as e:
                 raise RegistryError(f"{what}: {self._transport_error(e)}") from None
-            if resp.status_code == 401 and attempt == 0:
+            if resp.status_code == 401 and attempt == 0 and own:
                 new = parse_challenge(resp.headers.get("www-authenticate"))
                 resp.close()
                 if new.scheme in ("basic", "bearer") and (new.scheme == "bearer"
@@ -441,6 +451,19 @@ class RegistryClient:
                          headers={"Content-Type": media_type}, content=data, ok=(200, 201))
         answered: str | None = resp.headers.get("docker-content-digest")
         return answered
+
+
+def same_origin(url: str, base: str) -> bool:
+    """Same scheme, host and port (default ports made explicit)."""
+    def origin(u: str) -> tuple[str, str, int | None]:
+        parts = urlsplit(u)
+        scheme = parts.scheme.lower()
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+        return scheme, (parts.hostname or "").lower(), port
+    try:
+        return origin(url) == origin(base)
+    except ValueError:  # an invalid port
+        return False
 
 
 def pull_scope(repo: str) -> tuple[str, ...]:
