@@ -77,7 +77,7 @@ class UnpackResult:
 
 # -- decompression -------------------------------------------------------------------------
 
-class _Prefixed:
+class PrefixedStream:
     """``stream`` with the bytes already read to sniff the magic put back in front."""
 
     def __init__(self, head: bytes, stream: BinaryIO) -> None:
@@ -92,7 +92,7 @@ class _Prefixed:
         return self._stream.read(n)
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+def read_exact(stream: BinaryIO, n: int) -> bytes:
     parts: list[bytes] = []
     got = 0
     while got < n:
@@ -104,7 +104,7 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _gzip_chunks(raw: _Prefixed) -> Iterator[bytes]:
+def _gzip_chunks(raw: PrefixedStream) -> Iterator[bytes]:
     """Multi-member gzip with zlib itself checking every member's CRC and size."""
     d: zlib._Decompress | None = zlib.decompressobj(31)
     pending = b""
@@ -139,17 +139,17 @@ def _file_chunks(reader: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def _xz_chunks(raw: _Prefixed) -> Iterator[bytes]:
+def _xz_chunks(raw: PrefixedStream) -> Iterator[bytes]:
     with lzma.LZMAFile(cast(BinaryIO, raw)) as f:
         yield from _file_chunks(cast(BinaryIO, f))
 
 
-def _bz2_chunks(raw: _Prefixed) -> Iterator[bytes]:
+def _bz2_chunks(raw: PrefixedStream) -> Iterator[bytes]:
     with bz2.BZ2File(cast(BinaryIO, raw)) as f:
         yield from _file_chunks(cast(BinaryIO, f))
 
 
-def _raw_chunks(raw: _Prefixed) -> Iterator[bytes]:
+def _raw_chunks(raw: PrefixedStream) -> Iterator[bytes]:
     while chunk := raw.read(OUT_CHUNK):
         yield chunk
 
@@ -170,8 +170,8 @@ def _bounded(chunks: Iterator[bytes], limits: UnpackLimits) -> Iterator[bytes]:
 def decompressed_chunks(stream: BinaryIO, limits: UnpackLimits) -> Iterator[bytes]:
     """The uncompressed bytes of a gzip, zstd, xz, bzip2 or plain tar stream, in chunks of
     at most 1 MiB, sniffed by magic bytes and decompressed in-process (case 36)."""
-    head = _read_exact(stream, 6)
-    raw = _Prefixed(head, stream)
+    head = read_exact(stream, 6)
+    raw = PrefixedStream(head, stream)
     chunks: Iterator[bytes]
     if head.startswith(b"\x1f\x8b"):
         chunks = _gzip_chunks(raw)

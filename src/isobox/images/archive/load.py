@@ -29,7 +29,7 @@ from typing import Any, BinaryIO, cast
 from isobox.errors import ConfigError, InvalidArchiveError, VerificationError
 from isobox.images.reference import Reference, parse_reference
 from isobox.images.store import ImageRecord, ImageStore, adds_content
-from isobox.images.unpack import UnpackLimits, decompressed_chunks
+from isobox.images.unpack import PrefixedStream, UnpackLimits, decompressed_chunks, read_exact
 from isobox.oci import image as oci
 from isobox.oci.digest import validate_digest
 
@@ -97,35 +97,6 @@ def compression_of(head: bytes) -> str:
     return "none"
 
 
-class _Prefixed:
-    """``stream`` with the bytes read to sniff its compression put back in front."""
-
-    def __init__(self, head: bytes, stream: BinaryIO) -> None:
-        self._head = head
-        self._stream = stream
-
-    def read(self, n: int = -1) -> bytes:
-        if self._head:
-            if n < 0 or n >= len(self._head):
-                head, self._head = self._head, b""
-            else:
-                head, self._head = self._head[:n], self._head[n:]
-            return head
-        return self._stream.read(n)
-
-
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
-    parts: list[bytes] = []
-    got = 0
-    while got < n:
-        data = stream.read(n - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
-
-
 class _ChunkStream(io.RawIOBase):
     """A raw read-only stream over an iterator of byte chunks (each at most 1 MiB)."""
 
@@ -155,9 +126,9 @@ def open_decompressed(stream: BinaryIO, max_bytes: int = UnpackLimits.max_bytes
     Decompression is the layer unpacker's (in-process, case 36): bounded memory per read
     (a bomb never inflates more than 1 MiB at a time), at most ``max_bytes`` uncompressed
     bytes, truncated or corrupt input raises InvalidArchiveError (case 35)."""
-    head = _read_exact(stream, 8)
+    head = read_exact(stream, 8)
     kind = compression_of(head)
-    chunks = decompressed_chunks(cast(BinaryIO, _Prefixed(head, stream)),
+    chunks = decompressed_chunks(cast(BinaryIO, PrefixedStream(head, stream)),
                                  UnpackLimits(max_bytes=max_bytes))
     return cast(BinaryIO, io.BufferedReader(_ChunkStream(chunks), CHUNK)), kind
 
