@@ -9,7 +9,7 @@ import threading
 import pytest
 from store_helpers import layer_tar, put_image, sha
 
-from isobox.errors import ConflictError, NotFoundError, VerificationError
+from isobox.errors import ConflictError, NotFoundError, SystemSetupError, VerificationError
 from isobox.images.reference import parse_reference
 from isobox.images.snapshots import Snapshots
 from isobox.images.store import ImageStore
@@ -199,3 +199,21 @@ def test_unpack_of_an_empty_stream_returns(tmp_path: object) -> None:
     t.join(10)
     assert not t.is_alive(), "unpack_layer hung on an empty stream"
     assert result and result[0].diff_id == sha(b"")
+
+
+def test_snapshot_of_many_layers_mounts_and_too_many_is_a_clear_error(store: ImageStore) -> None:
+    layers = [layer_tar({f"f{i}": str(i).encode()}) for i in range(60)]
+    _, rec = put_image(store, layers[:40], "deep:1")
+    assert rec is not None
+    snaps = Snapshots(store)
+    snap = snaps.create("deep", image_id=rec.id)
+    try:
+        assert sorted(os.listdir(snap.rootfs)) == sorted(f"f{i}" for i in range(40))
+    finally:
+        snaps.remove("deep")
+    _, too_deep = put_image(store, layers, "deeper:1")
+    assert too_deep is not None
+    with pytest.raises(SystemSetupError, match="60 layers are more than one overlay mount"):
+        snaps.create("deeper", image_id=too_deep.id)
+    assert store.db.snapshot("deeper") is None
+    assert not os.path.exists(os.path.join(store.snapshot_root, "deeper"))
