@@ -37,6 +37,9 @@ def test_ls_inspect_history_tag_rmi(store: ImageStore) -> None:
     doc = json.loads(isobox(root, "image", "inspect", "demo:1").stdout)[0]
     assert doc["Id"] == rec.id and doc["Config"]["Env"] == ["A=1"]
     assert doc["RootFS"]["Layers"] == rec.diff_ids and doc["Os"] == "linux"
+    assert doc["Descriptor"] == {"mediaType": rec.manifest_media_type,
+                                 "digest": rec.manifest_digest,
+                                 "size": store.blobs.size(rec.manifest_digest)}
     hist = json.loads(isobox(root, "image", "history", "--format", "json", "demo:1").stdout)
     assert [h["CreatedBy"] for h in hist] == ["layer 1", "layer 0"]
     assert hist[0]["Id"] == rec.id and hist[1]["Id"] == "<missing>"

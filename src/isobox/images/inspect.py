@@ -29,7 +29,7 @@ def inspect_image(rec: ImageRecord) -> dict[str, Any]:
         "Size": rec.size,
         "RootFS": {"Type": "layers", "Layers": list(rec.config.diff_ids)},
         "Descriptor": {"mediaType": rec.manifest_media_type, "digest": rec.manifest_digest,
-                       "size": len(rec.manifest.layers)},
+                       "size": rec.manifest_size},
         "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
     }
 

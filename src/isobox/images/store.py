@@ -52,6 +52,7 @@ class ImageRecord:
     refs: tuple[str, ...]
     size: int
     created: str
+    manifest_size: int
 
     @property
     def short_id(self) -> str:
@@ -209,13 +210,15 @@ class ImageStore:
         row = self.db.image(image_id)
         if row is None:
             raise NotFoundError(f"no such image: {image_id}")
-        manifest = oci.parse_manifest(self.blobs.read(row.manifest_digest),
-                                      f"manifest {row.manifest_digest}", row.manifest_media_type)
+        manifest_bytes = self.blobs.read(row.manifest_digest)
+        manifest = oci.parse_manifest(manifest_bytes, f"manifest {row.manifest_digest}",
+                                      row.manifest_media_type)
         config = oci.parse_image_config(self.blobs.read(row.id, oci.MAX_DOCUMENT_BYTES),
                                         f"config {row.id}")
         return ImageRecord(row.id, row.manifest_digest, row.manifest_media_type, manifest,
                            config, tuple(self.db.layers_of(row.id)),
-                           tuple(self.db.refs_of(row.id)), row.size, row.created)
+                           tuple(self.db.refs_of(row.id)), row.size, row.created,
+                           len(manifest_bytes))
 
     def resolve_id(self, text: str) -> str:
         """Image ID for a reference, a full or short ID, or ``name@digest``."""
