@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO, cast
 
 import click
 
+from isobox.atomicfile import atomic_file
 from isobox.cli.context import CliContext
 from isobox.cli.image_cmds import image
 from isobox.cli.main import cli
@@ -31,21 +31,8 @@ def _output(path: str | None, what: str) -> Iterator[BinaryIO]:
         yield cast(BinaryIO, out)
         out.flush()
         return
-    target = os.path.abspath(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", dir=os.path.dirname(target))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield cast(BinaryIO, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(path, 0o644) as f:
+        yield f
 
 
 @contextmanager

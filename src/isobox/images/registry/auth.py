@@ -9,9 +9,9 @@ import base64
 import binascii
 import json
 import os
-import tempfile
 from typing import Any
 
+from isobox.atomicfile import atomic_file
 from isobox.errors import ConfigError, NotFoundError, RegistryError
 from isobox.images.registry.client import RegistryClient, RegistryOptions
 
@@ -51,20 +51,8 @@ class AuthFile:
     def save(self, doc: dict[str, Any]) -> None:
         d = os.path.dirname(self.path) or "."
         os.makedirs(d, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".auth-", dir=d)
-        try:
-            with os.fdopen(fd, "w") as f:
-                os.fchmod(f.fileno(), 0o600)
-                json.dump(doc, f, indent=2)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_file(self.path, 0o600) as f:
+            f.write(json.dumps(doc, indent=2).encode())
 
     def get(self, registry: str) -> tuple[str, str] | None:
         auths = self.load()["auths"]
