@@ -6,10 +6,11 @@ PY       := $(VENV)/bin/python
 PYTHON   ?= python3
 # golang-go and runtime-tools (with its -dev dependencies): the conformance tests build
 # their runtimetest offline (scripts/conformance.py). docker-registry, skopeo, openssl: the
-# registry tests and benchmark; debootstrap: `isobox image bootstrap debian:bookworm`.
+# registry tests and benchmark; debootstrap: `isobox image bootstrap debian:bookworm`;
+# conmon: the per-container monitor; tini: `run --init`; nftables: NAT and published ports.
 APT_PKGS := busybox-static runc podman containerd conmon uidmap iproute2 libseccomp2 procps psmisc \
             golang-go golang-github-opencontainers-runtime-tools-dev \
-            docker-registry skopeo debootstrap openssl
+            docker-registry skopeo debootstrap openssl tini nftables
 STAMP    := $(VENV)/.isobox-installed
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from isobox.engine.engine import Engine
     from isobox.images.snapshots import Snapshots
     from isobox.images.store import ImageStore
 
@@ -14,6 +15,15 @@ if TYPE_CHECKING:
 class CliContext:
     root: str
     _store: ImageStore | None = field(default=None, repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from isobox.engine.engine import Engine
+
+            self._engine = Engine(self.root, store=self.store)
+        return self._engine
 
     @property
     def store(self) -> ImageStore:
@@ -30,5 +40,7 @@ class CliContext:
         return Snapshots(self.store)
 
     def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
         if self._store is not None:
             self._store.close()

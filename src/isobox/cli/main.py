@@ -17,6 +17,9 @@ COMMAND_MODULES = (
     "isobox.cli.registry_cmds",
     "isobox.cli.archive_cmds",
     "isobox.cli.build_cmds",
+    "isobox.cli.container_cmds",
+    "isobox.cli.container_extra_cmds",
+    "isobox.cli.network_cmds",
 )
 
 

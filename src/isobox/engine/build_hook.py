@@ -24,6 +24,7 @@ import sys
 import tempfile
 from typing import Any
 
+from isobox.engine.seccomp_profile import default_profile
 from isobox.errors import SystemSetupError
 from isobox.images.build.run_step import RunStep
 from isobox.oci.defaults import (
@@ -34,17 +35,16 @@ from isobox.oci.defaults import (
     default_spec,
 )
 
-# Syscalls Docker's default profile refuses to a container without extra capabilities.
-# A deny-list on top of the capability set (the allow-list profile is the engine's job once
-# it has one; this keeps the kernel-surface of a build step no wider than a default run).
+# Syscalls Docker's default profile refuses to a container without extra capabilities: the
+# floor the engine's allow-list profile (isobox.engine.seccomp_profile) must stay above.
 BLOCKED_SYSCALLS: tuple[str, ...] = (
     "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module",
     "delete_module", "finit_module", "fsconfig", "fsmount", "fsopen", "fspick",
     "get_kernel_syms", "init_module", "io_uring_enter", "io_uring_register", "io_uring_setup",
     "ioperm", "iopl", "kcmp", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie",
     "mount", "mount_setattr", "move_mount", "name_to_handle_at", "nfsservctl",
-    "open_by_handle_at", "open_tree", "perf_event_open", "pivot_root", "process_vm_readv",
-    "process_vm_writev", "query_module", "quotactl", "quotactl_fd", "reboot", "request_key",
+    "open_by_handle_at", "open_tree", "perf_event_open", "pivot_root",
+    "query_module", "quotactl", "quotactl_fd", "reboot", "request_key",
     "setns", "settimeofday", "stime", "swapoff", "swapon", "sysfs", "_sysctl", "umount",
     "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old",
 )
@@ -79,11 +79,9 @@ def _thermal_paths() -> list[str]:
 
 
 def seccomp_profile() -> dict[str, Any]:
-    return {
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": list(BLOCKED_SYSCALLS), "action": "SCMP_ACT_ERRNO",
-                      "errnoRet": 1}],
-    }
+    """The engine's default (allow-list) profile for Docker's default caps; it refuses at
+    least :data:`BLOCKED_SYSCALLS` (tests/security/test_run_confinement.py checks)."""
+    return default_profile(DOCKER_DEFAULT_CAPS)
 
 
 def step_config(step: RunStep) -> dict[str, Any]:

@@ -24,12 +24,14 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 from isobox.errors import ConfigError, ImageError, NotFoundError
+from isobox.images import userdb
 from isobox.images.build.dockerignore import Matcher
+from isobox.images.userdb import MAX_USER_DB as MAX_USER_DB
+from isobox.images.userdb import User as User
 from isobox.linux import safepath
 
 O_NOFOLLOW_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 O_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
-MAX_USER_DB = 10 * 1024 * 1024  # containerd's bound on /etc/passwd and /etc/group
 MAX_CONTAINERFILE = 4 * 1024 * 1024
 _GLOB = set("*?[")
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -514,102 +516,19 @@ def _extract(fd: int, rootfd: int, dest_abs: str, what: str) -> None:
 
 
 # --------------------------------------------------------------------------- users
+# The user database lives in isobox.images.userdb; builds report its errors as BuildError.
+
 
 def read_user_db(rootfs: str, path: str) -> str | None:
-    """``path`` (``/etc/passwd``) of the image, resolved inside ``rootfs``; None if missing.
-
-    Must be a regular file of at most 10 MiB: a FIFO, a device, ``/proc/…`` or a huge file
-    is an error, never a hang (catalogue case 43)."""
-    rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        try:
-            pfd = safepath.open_in_root(rootfd, path)  # O_PATH: nothing is opened yet
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise BuildError(f"{path} in the image: {e.strerror}") from None
-    finally:
-        os.close(rootfd)
-    try:
-        st = os.fstat(pfd)
-        if not stat.S_ISREG(st.st_mode):  # a device is never opened (a watchdog would arm)
-            raise BuildError(f"{path} in the image is not a regular file")
-        if st.st_size > MAX_USER_DB:
-            raise BuildError(f"{path} in the image is larger than {MAX_USER_DB} bytes")
-        fd = reopen_regular(pfd)
-    finally:
-        os.close(pfd)
-    try:
-        data = _read_bounded(fd, MAX_USER_DB)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_USER_DB:
-        raise BuildError(f"{path} in the image is larger than {MAX_USER_DB} bytes")
-    return data.decode("utf-8", errors="replace")
-
-
-def _entries(text: str | None, fields: int) -> list[list[str]]:
-    if not text:
-        return []
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split(":")
-        if len(parts) >= fields:
-            out.append(parts)
-    return out
-
-
-@dataclass(frozen=True)
-class User:
-    uid: int
-    gid: int
-    additional_gids: tuple[int, ...] = ()
+        return userdb.read_user_db(rootfs, path)
+    except userdb.UserLookupError as e:
+        raise BuildError(str(e)) from None
 
 
 def lookup_user(rootfs: str, spec: str, *, groups: bool = True) -> User:
     """``USER``/``--chown`` ``user[:group]`` (names or numbers) for the image at ``rootfs``."""
-    user, _, group = spec.partition(":")
-    if not user:
-        raise BuildError(f"invalid user {spec!r}")
-    passwd: str | None = None
-    name: str | None = None
-    if user.isdigit():
-        uid, gid = int(user), 0
-        if not group or groups:
-            passwd = read_user_db(rootfs, "/etc/passwd")
-            for p in _entries(passwd, 4):
-                if p[2] == user and p[3].isdigit():
-                    gid, name = int(p[3]), p[0]
-                    break
-    else:
-        passwd = read_user_db(rootfs, "/etc/passwd")
-        for p in _entries(passwd, 4):
-            if p[0] == user and p[2].isdigit() and p[3].isdigit():
-                uid, gid, name = int(p[2]), int(p[3]), user
-                break
-        else:
-            raise BuildError(f"unable to find user {user}: no matching entries in passwd file")
-    extra: list[int] = []
-    group_db: str | None = None
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            group_db = read_user_db(rootfs, "/etc/group")
-            for g in _entries(group_db, 3):
-                if g[0] == group and g[2].isdigit():
-                    gid = int(g[2])
-                    break
-            else:
-                raise BuildError(f"unable to find group {group}: no matching entries in "
-                                 "group file")
-    elif groups and name is not None:
-        group_db = read_user_db(rootfs, "/etc/group")
-        for g in _entries(group_db, 4):
-            if name in g[3].split(",") and g[2].isdigit() and int(g[2]) != gid:
-                extra.append(int(g[2]))
-    if uid > 0xFFFFFFFE or gid > 0xFFFFFFFE:
-        raise BuildError(f"invalid user {spec!r}: id out of range")
-    return User(uid, gid, tuple(extra))
+    try:
+        return userdb.lookup_user(rootfs, spec, groups=groups)
+    except userdb.UserLookupError as e:
+        raise BuildError(str(e)) from None

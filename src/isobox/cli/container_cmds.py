@@ -1,0 +1,499 @@
+"""``isobox run``, ``create`` and the container verbs (start, stop, kill, rm, restart, wait,
+ps, logs, exec, pause, unpause), with Docker's flags and exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from isobox.cli.context import CliContext
+from isobox.cli.main import cli
+from isobox.cli.run_flags import build_options, create_flags
+from isobox.errors import IsoboxError, NotFoundError
+
+if TYPE_CHECKING:
+    from isobox.engine.engine import Engine
+    from isobox.engine.options import CreateOptions
+    from isobox.images.store import ImageRecord
+
+pass_ctx = click.make_pass_decorator(CliContext)
+RUN_SETTINGS = {"help_option_names": ["--help"], "allow_interspersed_args": False}
+
+# Docker's exit codes for `run` failing before the command runs.
+EXIT_ENGINE_ERROR = 125
+
+
+class RunError(click.ClickException):
+    """An error of `run`/`create` itself: Docker exits 125 for those."""
+
+    exit_code = EXIT_ENGINE_ERROR
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"isobox: error: {self.message}", err=True)
+
+
+def _image_for(obj: CliContext, opts: CreateOptions, pull: str) -> ImageRecord:
+    store = obj.store
+    if pull != "always":
+        try:
+            return store.resolve(opts.image)
+        except NotFoundError:
+            if pull == "never":
+                raise NotFoundError(f"No such image: {opts.image}") from None
+    click.echo(f"Unable to find image '{opts.image}' locally", err=True) if pull != "always" \
+        else None
+    from isobox.images.registry.pull import pull_image
+
+    try:
+        pull_image(store, opts.image)
+    except IsoboxError as e:
+        raise NotFoundError(f"pulling {opts.image}: {e}") from None
+    return store.resolve(opts.image)
+
+
+def _create(obj: CliContext, kw: dict[str, Any]) -> tuple[Engine, str, CreateOptions]:
+    from isobox.engine.create import create_container
+
+    try:
+        opts = build_options(kw)
+        engine = obj.engine
+        image = _image_for(obj, opts, kw["pull"])
+        row = create_container(engine, opts, image=image)
+    except IsoboxError as e:
+        raise RunError(str(e)) from None
+    return engine, row.id, opts
+
+
+@cli.command(context_settings=RUN_SETTINGS)
+@create_flags
+@pass_ctx
+def create(obj: CliContext, /, **kw: Any) -> None:
+    """Create a new container."""
+    _engine, cid, _opts = _create(obj, kw)
+    click.echo(cid)
+
+
+@cli.command(context_settings=RUN_SETTINGS)
+@click.option("-d", "--detach", is_flag=True, help="Run in the background, print the ID.")
+@click.option("--sig-proxy/--no-sig-proxy", default=True, help="Proxy received signals to the "
+              "process.")
+@create_flags
+@pass_ctx
+def run(obj: CliContext, /, detach: bool, sig_proxy: bool, **kw: Any) -> None:
+    """Create and run a new container from an image."""
+    from isobox.engine.start import start_container
+
+    engine, cid, opts = _create(obj, kw)
+    if detach:
+        try:
+            start_container(engine, cid)
+        except IsoboxError as e:
+            _discard_failed(engine, cid, opts)
+            raise RunError(str(e)) from None
+        click.echo(cid)
+        return
+    from isobox.cli.attached import run_attached
+
+    code = run_attached(engine, cid, opts, sig_proxy=sig_proxy)
+    raise click.exceptions.Exit(code)
+
+
+def _discard_failed(engine: Engine, cid: str, opts: CreateOptions) -> None:
+    """`run --rm` whose start failed leaves nothing; a plain `run` keeps the created
+    container (Docker does the same)."""
+    if not opts.auto_remove:
+        return
+    from isobox.engine.remove import remove_container
+
+    try:
+        remove_container(engine, cid, force=True, volumes=True)
+    except IsoboxError:
+        pass
+
+
+@cli.command()
+@click.option("-a", "--attach", is_flag=True, help="Attach STDOUT/STDERR and forward signals.")
+@click.option("-i", "--interactive", is_flag=True, help="Attach container's STDIN.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_ctx
+def start(obj: CliContext, attach: bool, interactive: bool, containers: tuple[str, ...]) -> None:
+    """Start one or more stopped containers."""
+    from isobox.engine.start import start_container
+
+    engine = obj.engine
+    if attach or interactive:
+        if len(containers) != 1:
+            raise click.UsageError("you cannot start and attach multiple containers at once")
+        from isobox.cli.attached import start_attached
+
+        raise click.exceptions.Exit(start_attached(engine, containers[0], interactive))
+    failed = _each(containers, lambda c: start_container(engine, c), echo=True)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _each(refs: tuple[str, ...], fn: Any, echo: bool = True) -> bool:
+    """Docker's multi-container verbs: go on after an error, print each, exit 1 at the end."""
+    failed = False
+    for ref in refs:
+        try:
+            fn(ref)
+        except IsoboxError as e:
+            click.echo(f"isobox: error: {e}", err=True)
+            failed = True
+            continue
+        if echo:
+            click.echo(ref)
+    return failed
+
+
+@cli.command()
+@click.option("-t", "--time", "timeout", type=int, default=None,
+              help="Seconds to wait before killing the container.")
+@click.option("-s", "--signal", default="", help="Signal to send to the container.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_ctx
+def stop(obj: CliContext, timeout: int | None, signal: str, containers: tuple[str, ...]) -> None:
+    """Stop one or more running containers."""
+    from isobox.engine.stop import stop_container
+
+    engine = obj.engine
+    if _each(containers, lambda c: stop_container(engine, c, timeout, signal)):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("-t", "--time", "timeout", type=int, default=None,
+              help="Seconds to wait before killing the container.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_ctx
+def restart(obj: CliContext, timeout: int | None, containers: tuple[str, ...]) -> None:
+    """Restart one or more containers."""
+    from isobox.engine.stop import restart_container
+
+    engine = obj.engine
+    if _each(containers, lambda c: restart_container(engine, c, timeout)):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("-s", "--signal", default="KILL", show_default=True, help="Signal to send.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_ctx
+def kill(obj: CliContext, signal: str, containers: tuple[str, ...]) -> None:
+    """Kill one or more running containers."""
+    from isobox.engine.stop import kill_container
+
+    engine = obj.engine
+    if _each(containers, lambda c: kill_container(engine, c, signal)):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("-f", "--force", is_flag=True, help="Force the removal of a running container.")
+@click.option("-v", "--volumes", is_flag=True, help="Remove anonymous volumes too.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_ctx
+def rm(obj: CliContext, force: bool, volumes: bool, containers: tuple[str, ...]) -> None:
+    """Remove one or more containers."""
+    from isobox.engine.remove import remove_container
+
+    engine = obj.engine
+    if _each(containers, lambda c: remove_container(engine, c, force=force, volumes=volumes)):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("--condition", type=click.Choice(["not-running", "next-exit", "removed"]),
+              default="not-running", show_default=True)
+@click.argument("containers", nargs=-1, required=True)
+@pass_ctx
+def wait(obj: CliContext, condition: str, containers: tuple[str, ...]) -> None:
+    """Block until containers stop, then print their exit codes."""
+    from isobox.engine.stop import wait_container
+
+    engine = obj.engine
+    failed = False
+    for ref in containers:
+        try:
+            click.echo(wait_container(engine, ref, condition))
+        except IsoboxError as e:
+            click.echo(f"isobox: error: {e}", err=True)
+            failed = True
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True)
+@pass_ctx
+def pause(obj: CliContext, containers: tuple[str, ...]) -> None:
+    """Pause all processes within one or more containers."""
+    from isobox.engine.stop import pause_container
+
+    engine = obj.engine
+    if _each(containers, lambda c: pause_container(engine, c)):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("containers", nargs=-1, required=True)
+@pass_ctx
+def unpause(obj: CliContext, containers: tuple[str, ...]) -> None:
+    """Unpause all processes within one or more containers."""
+    from isobox.engine.stop import unpause_container
+
+    engine = obj.engine
+    if _each(containers, lambda c: unpause_container(engine, c)):
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("-f", "--follow", is_flag=True, help="Follow log output.")
+@click.option("-n", "--tail", default="all", help="Number of lines to show from the end.")
+@click.option("--since", default="", help="Show logs since timestamp or relative (42m).")
+@click.option("--until", default="", help="Show logs before a timestamp or relative.")
+@click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@click.argument("container")
+@pass_ctx
+def logs(obj: CliContext, follow: bool, tail: str, since: str, until: str, timestamps: bool,
+         container: str) -> None:
+    """Fetch the logs of a container."""
+    import time
+
+    from isobox.engine import logs as logmod
+    from isobox.errors import ConfigError
+
+    engine = obj.engine
+    row = engine.get(container)
+    now = time.time()
+    since_ts = logmod.parse_since(since, now) if since else None
+    until_ts = logmod.parse_since(until, now) if until else None
+    ntail: int | None = None
+    if tail != "all":
+        try:
+            ntail = int(tail)
+        except ValueError:
+            raise ConfigError("--tail", f"invalid value {tail!r}: a number or all") from None
+        if ntail < 0:
+            ntail = None
+    path = engine.layout.log_path(row.id)
+    out = sys.stdout.buffer
+    err = sys.stderr.buffer
+    kwargs: dict[str, Any] = {"since": since_ts, "until": until_ts, "tail": ntail}
+    if follow:
+        cid = row.id
+
+        def stopped() -> bool:
+            try:
+                return engine.get(cid).status not in ("running", "paused", "restarting")
+            except NotFoundError:
+                return True
+
+        records = logmod.follow_logs(path, stop=stopped, **kwargs)
+    else:
+        records = logmod.read_logs(path, **kwargs)
+    try:
+        for rec in records:
+            stream = err if rec.stream == "stderr" else out
+            stream.write(logmod.format_record(rec, timestamps))
+            if follow:
+                stream.flush()
+    except BrokenPipeError:
+        return
+
+
+@cli.command(name="exec", context_settings=RUN_SETTINGS)
+@click.option("-d", "--detach", is_flag=True, help="Detached mode: run in the background.")
+@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
+@click.option("-e", "--env", multiple=True, help="Set environment variables.")
+@click.option("-u", "--user", default="", help="Username or UID.")
+@click.option("-w", "--workdir", default="", help="Working directory inside the container.")
+@click.option("--privileged", is_flag=True, help="Refused: an exec never has more privilege "
+              "than its container.")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_ctx
+def exec_(obj: CliContext, detach: bool, interactive: bool, tty: bool, env: tuple[str, ...],
+          user: str, workdir: str, privileged: bool, container: str,
+          command: tuple[str, ...]) -> None:
+    """Execute a command in a running container."""
+    from isobox.engine.execute import ExecRequest, exec_in_container
+
+    req = ExecRequest(args=list(command), detach=detach, interactive=interactive, tty=tty,
+                      env=list(env), user=user, workdir=workdir, privileged=privileged)
+    code = exec_in_container(obj.engine, container, req)
+    raise click.exceptions.Exit(code)
+
+
+def stdin_is_usable() -> bool:
+    try:
+        os.fstat(0)
+    except OSError:
+        return False
+    return True
+
+
+def _status_text(engine: Engine, row: Any) -> str:
+    import time
+
+    from isobox.cli.output import human_duration
+
+    status = engine.effective_status(row)
+    now = time.time()
+    if status == "running":
+        return f"Up {human_duration(now - row.started_at)}"
+    if status == "paused":
+        return f"Up {human_duration(now - row.started_at)} (Paused)"
+    if status == "restarting":
+        return (f"Restarting ({row.exit_code}) {human_duration(now - row.finished_at)} ago")
+    if status == "exited":
+        return f"Exited ({row.exit_code}) {human_duration(now - row.finished_at)} ago"
+    if status == "removing":
+        return "Removal In Progress"
+    return status.capitalize()
+
+
+def _ports_text(row: Any) -> str:
+    out = []
+    for p in (row.network or {}).get("ports") or []:
+        ip = p.get("host_ip") or "0.0.0.0"
+        out.append(f"{ip}:{p['host_port']}->{p['container_port']}/{p['protocol']}")
+    return ", ".join(out)
+
+
+def _command_text(engine: Engine, row: Any, trunc: bool) -> str:
+    import json as _json
+
+    try:
+        with open(os.path.join(engine.layout.container_dir(row.id), "config.json")) as f:
+            args = _json.load(f)["process"]["args"]
+    except (OSError, ValueError, KeyError):
+        args = list(row.options.get("command") or [])
+    text = " ".join(args)
+    if trunc and len(text) > 20:
+        text = text[:19] + "…"
+    return f'"{text}"'
+
+
+def _matches(engine: Engine, row: Any, filters: list[tuple[str, str]]) -> bool:
+    by: dict[str, list[str]] = {}
+    for k, v in filters:
+        by.setdefault(k, []).append(v)
+    checks: dict[str, Callable[[str], bool]] = {
+        "id": lambda v: row.id.startswith(v),
+        "name": lambda v: v in row.name,
+        "status": lambda v: engine.effective_status(row) == v,
+        "ancestor": lambda v: v in (row.image_ref, row.image_id, row.image_id[7:19]),
+        "exited": lambda v: engine.effective_status(row) == "exited" and str(row.exit_code) == v,
+        "label": lambda v: _label_match(row, v),
+        "network": lambda v: str(row.options.get("network")) == v,
+    }
+    for key, values in by.items():
+        check = checks.get(key)
+        if check is None:
+            from isobox.errors import ConfigError
+
+            raise ConfigError("--filter", f"invalid filter '{key}'")
+        if not any(check(v) for v in values):
+            return False
+    return True
+
+
+def _label_match(row: Any, text: str) -> bool:
+    labels = row.options.get("labels") or {}
+    key, sep, value = text.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+@cli.command()
+@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers.")
+@click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
+@click.option("-f", "--filter", "filters", multiple=True, help="Filter output (key=value).")
+@click.option("--format", "fmt", default="", help="Output format: table or json.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option("-n", "--last", type=int, default=-1, help="Show n last created containers.")
+@click.option("-l", "--latest", is_flag=True, help="Show the latest created container.")
+@pass_ctx
+def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str,
+       no_trunc: bool, last: int, latest: bool) -> None:
+    """List containers."""
+    import datetime
+    import json as _json
+
+    from isobox.cli.output import human_ago, print_table
+    from isobox.errors import ConfigError
+
+    engine = obj.engine
+    pairs = []
+    for f in filters:
+        k, sep, v = f.partition("=")
+        if not sep:
+            raise ConfigError("--filter", f"bad format of filter (expected name=value): {f}")
+        pairs.append((k, v))
+    rows = engine.list()
+    if latest:
+        last = 1
+    if last >= 0:
+        rows = rows[:last]
+        all_ = True
+    if not all_:
+        rows = [r for r in rows if engine.effective_status(r) in ("running", "paused",
+                                                                  "restarting")]
+    rows = [r for r in rows if _matches(engine, r, pairs)]
+    if quiet:
+        for r in rows:
+            click.echo(r.id if no_trunc else r.id[:12])
+        return
+    if fmt == "json" or fmt == "{{json .}}":
+        for r in rows:
+            created = datetime.datetime.fromtimestamp(r.created, datetime.UTC)
+            click.echo(_json.dumps({
+                "ID": r.id if no_trunc else r.id[:12], "Image": r.image_ref,
+                "Command": _command_text(engine, r, not no_trunc), "CreatedAt": str(created),
+                "Status": _status_text(engine, r), "State": engine.effective_status(r),
+                "Ports": _ports_text(r), "Names": r.name,
+                "Labels": ",".join(f"{k}={v}" for k, v in
+                                   (r.options.get("labels") or {}).items()),
+                "Networks": str(r.options.get("network") or "")}))
+        return
+    if fmt and fmt != "table":
+        raise ConfigError("--format", f"unsupported format {fmt!r} (table or json)")
+    table = []
+    for r in rows:
+        created_text = datetime.datetime.fromtimestamp(r.created, datetime.UTC).isoformat()
+        table.append([r.id if no_trunc else r.id[:12], r.image_ref,
+                      _command_text(engine, r, not no_trunc), human_ago(created_text),
+                      _status_text(engine, r), _ports_text(r), r.name])
+    print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+                table)
+
+
+def _boot(obj: CliContext) -> None:
+    from isobox.engine.boot import boot
+
+    started, failed = boot(obj.engine)
+    for name in started:
+        click.echo(f"started {name}")
+    for name, err in failed:
+        click.echo(f"isobox: error: {name}: {err}", err=True)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _register_system_boot() -> None:
+    from isobox.cli.image_cmds import system
+
+    @system.command(name="boot")
+    @pass_ctx
+    def system_boot(obj: CliContext) -> None:
+        """Reconcile containers after a host boot and restart them per policy."""
+        _boot(obj)
+
+
+_register_system_boot()

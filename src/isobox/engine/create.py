@@ -1,0 +1,174 @@
+"""``create``: check everything, then make the container's record, root filesystem, volumes,
+``/etc`` files and bundle — all of it, or (on any error, or an interrupt) none of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any
+
+from isobox.engine import etcfiles
+from isobox.engine.names import new_id, random_name, validate_name
+from isobox.engine.options import CreateOptions, MountSpec
+from isobox.engine.state import ContainerRow
+from isobox.errors import ConfigError, ConflictError, NotFoundError
+
+if TYPE_CHECKING:
+    from isobox.engine.engine import Engine
+    from isobox.images.store import ImageRecord
+
+PREDEFINED_NETWORKS = ("bridge", "host", "none")
+
+
+def check_options(engine: Engine, opts: CreateOptions) -> None:
+    """Refuse what Docker refuses, before anything is made."""
+    from isobox.engine.mountspec import validate_mounts
+
+    if opts.isolation not in ("container", "default", ""):
+        raise ConfigError("--isolation", f"invalid isolation {opts.isolation!r} (this "
+                          "version supports: container)")
+    if opts.auto_remove and opts.restart.name not in ("", "no"):
+        raise ConfigError("--restart", "Conflicting options: --restart and --rm")
+    if opts.network in ("host", "none") and (opts.ports or opts.publish_all):
+        raise ConfigError("--publish", f"published ports are discarded when using "
+                          f"{opts.network} network mode" if opts.network == "host" else
+                          "conflicting options: port publishing and the container type "
+                          "network mode")
+    if opts.network == "host" and opts.hostname:
+        raise ConfigError("--hostname", "conflicting options: hostname and the network mode")
+    if opts.network not in PREDEFINED_NETWORKS:
+        engine.networks.inspect(opts.network)  # NotFoundError names it
+    if opts.network_aliases and opts.network in PREDEFINED_NETWORKS:
+        raise ConfigError("--network-alias", "network-scoped aliases are only supported "
+                          "for user-defined networks")
+    validate_mounts(list(opts.mounts), data_root=engine.layout.root)
+    if opts.resources.ulimits:
+        from isobox.engine.parse import check_ulimits
+
+        check_ulimits(list(opts.resources.ulimits))
+    if opts.runtime:
+        from isobox.engine.runtime_client import runtime_path
+
+        runtime_path(opts.runtime)
+
+
+def create_container(engine: Engine, opts: CreateOptions, *, image: ImageRecord | None = None
+                     ) -> ContainerRow:
+    image = image or engine.store.resolve(opts.image)
+    name = validate_name(opts.name) if opts.name else ""
+    check_options(engine, opts)
+    cid = new_id()
+    row = ContainerRow(id=cid, name=name or random_name(), image_id=image.id,
+                       image_ref=opts.image, created=time.time(), options=asdict(opts),
+                       status="creating", creator_pid=os.getpid())
+    for attempt in range(20):
+        try:
+            engine.db.insert(row)
+            break
+        except ConflictError:
+            if name or attempt == 19:
+                raise
+            row.name = random_name()
+    try:
+        os.mkdir(engine.layout.container_dir(cid), 0o711)
+        _materialise(engine, row, opts, image)
+    except BaseException:
+        discard(engine, row)
+        raise
+    engine.event(row, "create")
+    return row
+
+
+def _materialise(engine: Engine, row: ContainerRow, opts: CreateOptions,
+                 image: ImageRecord) -> None:
+    from isobox.engine.mountspec import oci_mounts
+    from isobox.engine.spec import SpecInputs, build_spec, image_volumes
+
+    cid = row.id
+    cdir = engine.layout.container_dir(cid)
+    image_config: dict[str, Any] = dict(image.config.raw.get("config") or {})
+    snap = engine.snapshots.create(cid, image_id=image.id)
+    mounts = list(opts.mounts)
+    taken = {os.path.normpath(m.target) for m in mounts}
+    for target in image_volumes(image_config):  # an image VOLUME: an anonymous volume
+        if os.path.normpath(target) not in taken:
+            mounts.append(MountSpec(type="volume", target=target))
+    resolved: list[MountSpec] = []
+    anonymous: list[str] = []
+    for m in mounts:
+        if m.type != "volume":
+            resolved.append(m)
+            continue
+        vol = engine.volumes.create(m.source)
+        vname = str(vol.name)
+        if not m.source:
+            anonymous.append(vname)
+        row.options["anonymous_volumes"] = anonymous  # known before copy-up can fail
+        if not m.volume_nocopy:
+            engine.volumes.copy_up(vname, snap.rootfs, m.target)
+        resolved.append(replace(m, source=vname))
+    extra = oci_mounts(resolved, volume_path=lambda name: engine.volumes.data_path(name))
+    hostname = opts.hostname or (etcfiles.host_hostname() if opts.network == "host"
+                                 else cid[:12])
+    etc = {"/etc/hostname": os.path.join(cdir, "hostname"),
+           "/etc/hosts": os.path.join(cdir, "hosts"),
+           "/etc/resolv.conf": os.path.join(cdir, "resolv.conf")}
+    etcfiles.write_in_place(etc["/etc/hostname"], hostname + "\n")
+    etcfiles.write_in_place(etc["/etc/hosts"], etcfiles.hosts_text(
+        hostname=hostname, add_hosts=opts.add_hosts, host_network=opts.network == "host"))
+    etcfiles.write_in_place(etc["/etc/resolv.conf"], etcfiles.resolv_text(
+        dns=opts.dns, search=opts.dns_search, options=opts.dns_options,
+        host_network=opts.network == "host"))
+    netns: str | None
+    if opts.network == "host":
+        netns = None
+    elif opts.network == "none":
+        netns = ""
+    else:
+        netns = engine.layout.netns_path(cid)
+    init_binary = ""
+    if opts.init:
+        from isobox.engine.spec import find_init_binary
+
+        init_binary = find_init_binary()
+    spec = build_spec(SpecInputs(
+        container_id=cid, options=replace(opts, hostname=hostname), image_config=image_config,
+        rootfs=snap.rootfs, netns_path=netns, etc_files=etc, extra_mounts=extra,
+        cgroups_path=f"{engine.layout.cgroup_parent}/{cid}", init_binary=init_binary))
+    with open(os.path.join(cdir, "config.json.tmp"), "w") as f:
+        json.dump(spec, f)
+    os.rename(os.path.join(cdir, "config.json.tmp"), os.path.join(cdir, "config.json"))
+    row.options["hostname_resolved"] = hostname
+    row.options["mounts_resolved"] = [asdict(m) for m in resolved]
+    row.options["anonymous_volumes"] = anonymous
+    row.options["image_config"] = image_config
+    row.status = "created"
+    engine.db.update(cid, options=row.options, status="created", creator_pid=0)
+
+
+def discard(engine: Engine, row: ContainerRow) -> None:
+    """Undo a create (or finish removing): snapshot, anonymous volumes, directory, record."""
+    from isobox.images.store import remove_tree
+
+    cid = row.id
+    try:
+        engine.snapshots.remove(cid)
+    except NotFoundError:
+        pass
+    except OSError:
+        pass
+    for vname in row.options.get("anonymous_volumes") or []:
+        try:
+            engine.volumes.remove(vname, force=True)
+        except (NotFoundError, ConflictError, OSError):
+            pass
+    remove_tree(engine.layout.container_dir(cid))
+    remove_tree(engine.layout.persist_dir(cid))
+    for path in (engine.layout.exit_file(cid), engine.layout.netns_path(cid)):
+        try:
+            os.unlink(path)
+        except (FileNotFoundError, IsADirectoryError, OSError):
+            pass
+    engine.db.delete(cid)

@@ -1,0 +1,101 @@
+"""Calls to the OCI runtime binary (``isobox-runtime`` by default, or any runc-compatible one),
+the way podman calls runc: one process per operation, our own ``--root`` for its state."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+from isobox.errors import NotFoundError, SystemSetupError
+
+DEFAULT_RUNTIME = "isobox-runtime"
+
+
+def runtime_path(name: str = "") -> str:
+    """The runtime's executable: a path, a name on PATH, or our own next to the interpreter."""
+    name = name or DEFAULT_RUNTIME
+    if "/" in name:
+        if not os.access(name, os.X_OK):
+            raise NotFoundError(f"runtime {name!r}: not an executable file")
+        return os.path.abspath(name)
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which(name)
+    if found:
+        return found
+    raise NotFoundError(f"unknown or invalid runtime name: {name}")
+
+
+class RuntimeClient:
+    def __init__(self, path: str, state_root: str) -> None:
+        self.path = path
+        self.state_root = state_root
+
+    @property
+    def global_args(self) -> list[str]:
+        return ["--root", self.state_root]
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.path, *self.global_args, *args]
+
+    def run(self, *args: str, check: bool = True, timeout: float = 60,
+            input_: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        try:
+            proc = subprocess.run(self.argv(*args), input=input_, capture_output=True,
+                                  timeout=timeout, check=False)
+        except OSError as e:
+            raise SystemSetupError(f"cannot run {self.path}: {e.strerror}") from None
+        except subprocess.TimeoutExpired:
+            raise SystemSetupError(f"{os.path.basename(self.path)} {args[0]} did not finish "
+                                   f"in {timeout:.0f}s") from None
+        if check and proc.returncode != 0:
+            raise SystemSetupError(f"{os.path.basename(self.path)} {args[0]}: "
+                                   f"{self._message(proc.stderr)}")
+        return proc
+
+    def _message(self, stderr: bytes) -> str:
+        text = stderr.decode(errors="replace").strip()
+        prefix = os.path.basename(self.path) + ": error: "
+        lines = [ln[len(prefix):] if ln.startswith(prefix) else ln for ln in text.splitlines()]
+        return "; ".join(ln for ln in lines if ln) or "failed"
+
+    def start(self, cid: str) -> None:
+        self.run("start", cid)
+
+    def kill(self, cid: str, signal: int | str, all_: bool = False) -> bool:
+        args = ["kill", *(["--all"] if all_ else []), cid, str(signal)]
+        return self.run(*args, check=False).returncode == 0
+
+    def delete(self, cid: str, force: bool = True) -> None:
+        if not os.path.lexists(os.path.join(self.state_root, cid)):
+            return
+        self.run("delete", *(["--force"] if force else []), cid, check=False)
+
+    def state(self, cid: str) -> dict[str, Any] | None:
+        proc = self.run("state", cid, check=False)
+        if proc.returncode != 0:
+            return None
+        try:
+            data = json.loads(proc.stdout)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def pause(self, cid: str) -> None:
+        self.run("pause", cid)
+
+    def resume(self, cid: str) -> None:
+        self.run("resume", cid)
+
+    def update(self, cid: str, resources: dict[str, Any]) -> None:
+        self.run("update", "--resources", "-", cid, input_=json.dumps(resources).encode())
+
+    def ps_pids(self, cid: str) -> list[int]:
+        proc = self.run("ps", "--format", "json", cid)
+        data = json.loads(proc.stdout or b"[]")
+        return [int(p) for p in data]

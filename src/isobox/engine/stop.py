@@ -1,0 +1,161 @@
+"""``stop``, ``kill``, ``wait``, ``pause``/``unpause`` and ``restart``."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from typing import TYPE_CHECKING
+
+from isobox.engine.state import ContainerRow
+from isobox.errors import ConflictError, NotFoundError
+
+if TYPE_CHECKING:
+    from isobox.engine.engine import Engine
+
+DEFAULT_STOP_TIMEOUT = 10
+
+
+def signal_number(text: str | int) -> int:
+    from isobox.engine.parse import parse_signal
+
+    return text if isinstance(text, int) else parse_signal(str(text))
+
+
+def stop_signal(row: ContainerRow) -> int:
+    opts = row.options
+    name = str(opts.get("stop_signal") or
+               (opts.get("image_config") or {}).get("StopSignal") or "SIGTERM")
+    return signal_number(name)
+
+
+def wait_exit(engine: Engine, row: ContainerRow, timeout: float) -> bool:
+    """Wait until the container's process has ended and its monitor has recorded the exit
+    (or the monitor is gone). True when it has, False on timeout."""
+    from isobox.engine.exits import exit_recorded
+
+    deadline = time.monotonic() + max(timeout, 0)
+    if row.pid > 0:
+        try:
+            pfd = os.pidfd_open(row.pid)
+        except ProcessLookupError:
+            pfd = -1
+        if pfd >= 0:
+            try:
+                if not select.select([pfd], [], [], max(timeout, 0))[0]:
+                    return False
+            finally:
+                os.close(pfd)
+    delay = 0.002
+    while not exit_recorded(engine, row):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
+
+
+def kill_locked(engine: Engine, row: ContainerRow, sig: int | str) -> None:
+    rt = engine.runtime(row)
+    if row.status == "paused":
+        rt.kill(row.id, sig, all_=True)
+        rt.resume(row.id)
+        return
+    rt.kill(row.id, sig, all_=sig in ("KILL", 9))
+
+
+def stop_container(engine: Engine, ref: str, timeout: int | None = None,
+                   signal: str = "") -> ContainerRow:
+    from isobox.engine.exits import handle_exit
+
+    row = engine.get(ref)
+    with engine.locked(row.id) as row:
+        if row.status == "restarting":
+            engine.db.update(row.id, status="exited", manually_stopped=1)
+            return engine.reload(row.id)
+        if row.status not in ("running", "paused"):
+            return row
+        engine.db.update(row.id, manually_stopped=1)
+        if timeout is None:
+            timeout = row.options.get("stop_timeout")
+        grace = DEFAULT_STOP_TIMEOUT if timeout is None else int(timeout)
+        sig = signal_number(signal) if signal else stop_signal(row)
+        if grace != 0:
+            kill_locked(engine, row, sig)
+        if grace < 0 or grace == 0 or not wait_exit(engine, row, grace):
+            if grace >= 0:
+                kill_locked(engine, row, "KILL")
+            wait_exit(engine, row, 30.0)
+    handle_exit(engine, row.id, restart_allowed=False)
+    engine.event(row, "stop")
+    return engine.db.get(row.id) or row
+
+
+def kill_container(engine: Engine, ref: str, signal: str = "KILL") -> ContainerRow:
+    row = engine.get(ref)
+    sig = signal_number(signal)
+    with engine.locked(row.id) as row:
+        if row.status not in ("running", "paused"):
+            raise ConflictError(f"Cannot kill container: {row.name}: container "
+                                f"{row.id[:12]} is not running")
+        if sig in (9, 15, 2):
+            engine.db.update(row.id, manually_stopped=1)
+        kill_locked(engine, row, sig)
+    engine.event(row, "kill", signal=str(sig))
+    return row
+
+
+def wait_container(engine: Engine, ref: str, condition: str = "not-running",
+                   poll: float = 0.05) -> int:
+    """Block until the container is not running (or removed); its exit code."""
+    row = engine.get(ref)
+    cid = row.id
+    last = row
+    while True:
+        try:
+            row = engine.get(cid)
+        except NotFoundError:
+            return last.exit_code
+        last = row
+        if condition == "removed":
+            pass
+        elif row.status in ("exited", "created", "dead") and condition != "next-exit":
+            return row.exit_code
+        if row.status == "running":
+            wait_exit(engine, row, 1.0)
+        else:
+            time.sleep(poll)
+        if condition == "next-exit" and row.status == "exited":
+            return row.exit_code
+
+
+def pause_container(engine: Engine, ref: str) -> ContainerRow:
+    row = engine.get(ref)
+    with engine.locked(row.id) as row:
+        if row.status == "paused":
+            raise ConflictError(f"container {row.id[:12]} is already paused")
+        if row.status != "running":
+            raise ConflictError(f"container {row.id[:12]} is not running")
+        engine.runtime(row).pause(row.id)
+        engine.db.update(row.id, status="paused")
+    engine.event(row, "pause")
+    return row
+
+
+def unpause_container(engine: Engine, ref: str) -> ContainerRow:
+    row = engine.get(ref)
+    with engine.locked(row.id) as row:
+        if row.status != "paused":
+            raise ConflictError(f"container {row.id[:12]} is not paused")
+        engine.runtime(row).resume(row.id)
+        engine.db.update(row.id, status="running")
+    engine.event(row, "unpause")
+    return row
+
+
+def restart_container(engine: Engine, ref: str, timeout: int | None = None) -> None:
+    from isobox.engine.start import start_container
+
+    row = stop_container(engine, ref, timeout)
+    start_container(engine, row.id)
+    engine.event(row, "restart")

@@ -1,0 +1,144 @@
+"""Containers through the `isobox` CLI: run, ps, exec, stop, start, kill, rm, restart
+policies, and state that outlives the CLI (including a simulated reboot)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from engine_helpers import Isobox
+from harness import wait_for
+
+pytestmark = pytest.mark.engine
+
+
+def test_run_rm_foreground_streams_and_exit_code(isobox: Isobox) -> None:
+    p = isobox("run", "--rm", "--network", "none", "busybox", "sh", "-c",
+               "echo out; echo err >&2; exit 3", check=False)
+    assert p.returncode == 3
+    assert p.stdout == "out\n"
+    assert p.stderr == "err\n"
+    assert isobox.ids() == []
+
+
+def test_run_passes_stdin_with_i(isobox: Isobox) -> None:
+    p = isobox("run", "--rm", "-i", "--network", "none", "busybox", "sh", "-c",
+               "tr a-z A-Z", input_=b"hello\n")
+    assert p.stdout == "HELLO\n"
+
+
+def test_detached_lifecycle(isobox: Isobox) -> None:
+    cid = isobox("run", "-d", "--name", "life", "--network", "none", "busybox", "sh", "-c",
+                 'trap "echo got-term; exit 7" TERM; while :; do sleep 0.1; done'
+                 ).stdout.strip()
+    assert len(cid) == 64
+    ps = isobox("ps", "--format", "json").stdout
+    assert '"Names": "life"' in ps and '"State": "running"' in ps
+    pid = isobox.record("life")["pid"]
+    assert os.path.exists(f"/proc/{pid}")
+    ex = isobox("exec", "-e", "FOO=bar", "life", "sh", "-c", "echo $FOO; exit 4", check=False)
+    assert (ex.returncode, ex.stdout) == (4, "bar\n")
+    assert isobox("exec", "-w", "/etc", "life", "pwd").stdout == "/etc\n"
+    assert isobox("exec", "--privileged", "life", "true", check=False).returncode != 0
+    isobox("stop", "-t", "5", "life")
+    rec = isobox.record("life")
+    assert rec["status"] == "exited" and rec["exit_code"] == 7
+    assert not os.path.exists(f"/proc/{pid}")
+    # start again, then kill: Docker's 137
+    isobox("start", "life")
+    assert isobox.record("life")["status"] == "running"
+    isobox("kill", "life")
+    wait_for(lambda: isobox.record("life")["status"] == "exited", what="exit after kill")
+    assert isobox.record("life")["exit_code"] == 137
+    assert "Exited (137)" in isobox("ps", "-a").stdout
+    isobox("rm", "life")
+    assert isobox.ids() == []
+
+
+def test_wait_and_detached_rm(isobox: Isobox) -> None:
+    cid = isobox("run", "-d", "--network", "none", "busybox", "sh", "-c",
+                 "sleep 0.3; exit 5").stdout.strip()
+    assert isobox("wait", cid).stdout.strip() == "5"
+    isobox("rm", cid)
+    cid = isobox("run", "-d", "--rm", "--network", "none", "busybox", "true").stdout.strip()
+    wait_for(lambda: cid not in isobox.ids(), what="--rm of a detached container")
+
+
+def test_rm_running_needs_force(isobox: Isobox) -> None:
+    isobox("run", "-d", "--name", "busy", "--network", "none", "busybox", "sleep", "60")
+    p = isobox("rm", "busy", check=False)
+    assert p.returncode == 1
+    assert "container is running: stop the container before removing or force remove" \
+        in p.stderr
+    isobox("rm", "-f", "busy")
+    assert isobox.ids() == []
+
+
+def test_containers_outlive_the_cli_and_a_reboot(isobox: Isobox) -> None:
+    isobox("run", "-d", "--name", "survivor", "--network", "none", "busybox", "sleep", "300")
+    rec = isobox.record("survivor")
+    # simulated reboot: every process of the container and its monitor dies, /run is cleared
+    for pid in (rec["pid"], rec["monitor_pid"]):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_for(lambda: not os.path.exists(f"/proc/{rec['pid']}"), what="container death")
+    run_dir = isobox.run_dir()
+    subprocess.run(["umount", "-R", "-l", run_dir], check=False, capture_output=True)
+    subprocess.run(["rm", "-rf", run_dir], check=True)
+    # overlay root still mounted from the "old boot": a real reboot would have unmounted it
+    ps = isobox("ps", "-a").stdout
+    assert "Exited (" in ps and "survivor" in ps
+    assert isobox.record("survivor")["status"] == "exited"
+    isobox("start", "survivor")
+    assert isobox.record("survivor")["status"] == "running"
+    isobox("rm", "-f", "survivor")
+
+
+def test_restart_on_failure_with_backoff(isobox: Isobox) -> None:
+    isobox("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "--network", "none",
+           "busybox", "sh", "-c", "exit 1")
+    wait_for(lambda: isobox.record("flaky")["restart_count"] == 2
+             and isobox.record("flaky")["status"] == "exited", timeout=20,
+             what="two restarts then exited")
+    time.sleep(0.5)
+    assert isobox.record("flaky")["restart_count"] == 2
+
+
+def test_restart_always_and_stop_wins(isobox: Isobox) -> None:
+    isobox("run", "-d", "--name", "phoenix", "--restart", "always", "--network", "none",
+           "busybox", "sleep", "300")
+    first = isobox.record("phoenix")["pid"]
+    os.kill(first, signal.SIGKILL)  # dies outside isobox: the policy brings it back
+    wait_for(lambda: isobox.record("phoenix")["status"] == "running"
+             and isobox.record("phoenix")["pid"] != first, timeout=20, what="restart")
+    isobox("stop", "-t", "1", "phoenix")
+    time.sleep(0.5)
+    assert isobox.record("phoenix")["status"] == "exited"
+
+
+def test_system_boot_restarts_per_policy(isobox: Isobox) -> None:
+    isobox("run", "-d", "--name", "keep", "--restart", "unless-stopped", "--network", "none",
+           "busybox", "sleep", "300")
+    isobox("run", "-d", "--name", "plain", "--network", "none", "busybox", "sleep", "300")
+    isobox("run", "-d", "--name", "stopped", "--restart", "unless-stopped", "--network",
+           "none", "busybox", "sleep", "300")
+    isobox("stop", "-t", "0", "stopped")
+    for name in ("keep", "plain"):
+        rec = isobox.record(name)
+        for pid in (rec["monitor_pid"], rec["pid"]):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    subprocess.run(["rm", "-rf", isobox.run_dir()], check=True)
+    out = isobox("system", "boot").stdout
+    assert "started keep" in out and "plain" not in out and "stopped" not in out
+    assert isobox.record("keep")["status"] == "running"
+    assert isobox.record("plain")["status"] == "exited"
+    assert isobox.record("stopped")["status"] == "exited"
