@@ -12,10 +12,10 @@ import tarfile
 import time
 
 import pytest
-
 from engine_helpers import Isobox
-from harness import RUN_PREFIX, mounts_under, unique_id
 from verbs_helpers import cgroup_file, dead_pid, inspect, run_detached
+
+from harness import RUN_PREFIX, mounts_under, unique_id
 
 pytestmark = pytest.mark.engine
 
@@ -98,11 +98,15 @@ def test_diff_after_exec(isobox: Isobox) -> None:
     _, name = run_detached(isobox)
     assert isobox("diff", name).stdout == ""  # the runtime's mount points are not changes
     isobox("exec", name, "sh", "-c", "touch /tmp/new && rm /bin/cat && mkdir -p /root/d && "
-           "rm -rf /etc && mkdir /etc && touch /etc/only")
+           "rm /etc/passwd && rm -rf /usr/sbin && mkdir /usr/sbin && touch /usr/sbin/only")
     lines = isobox("diff", name).stdout.splitlines()
     for want in ("A /tmp/new", "C /tmp", "D /bin/cat", "C /bin", "A /root/d", "C /etc",
-                 "A /etc/only", "D /etc/passwd"):
+                 "D /etc/passwd", "C /usr/sbin", "A /usr/sbin/only"):
         assert want in lines, (want, lines)
+    layers = os.path.join(isobox.root, "layers", "sha256")
+    hidden = {f"D /usr/sbin/{n}" for layer in os.listdir(layers)
+              for n in os.listdir(os.path.join(layers, layer, "usr/sbin"))}
+    assert hidden and hidden <= set(lines)  # what the opaque directory hides
     assert not [ln for ln in lines if ln.endswith(("/etc/hosts", "/etc/hostname",
                                                    "/etc/resolv.conf"))]
     assert lines == sorted(lines, key=lambda ln: ln[2:])
@@ -172,11 +176,11 @@ def test_cp_never_leaves_the_container_root(isobox: Isobox, tmp_path: object) ->
     try:
         _, name = run_detached(isobox)
         isobox("exec", name, "sh", "-c", f"ln -s {canary} /evil && ln -s / /rootlink && "
-               f"mkdir -p /d && ln -s ../../../../../../../{canary_dir} /d/up")
+               f"mkdir -p /d {canary_dir} && ln -s ../../../../../../../{canary_dir} /d/up")
         # out: the symlink itself; following it stays in the container (no such file there)
         isobox("cp", f"{name}:/evil", os.path.join(work, "evil"))
         assert os.readlink(os.path.join(work, "evil")) == canary
-        for path in ("/evil", f"/rootlink{canary}", f"/d/up/secret",
+        for path in ("/evil", f"/rootlink{canary}", "/d/up/secret",
                      f"/../../../..{canary}", f"/proc/1/root{canary}"):
             r = isobox("cp", "-L", f"{name}:{path}", os.path.join(work, "leak"), check=False)
             assert r.returncode != 0, (path, r)
@@ -322,7 +326,7 @@ def test_system_prune_removes_stopped_and_debris(isobox: Isobox) -> None:
     finally:
         db.close()
     os.makedirs(os.path.join(isobox.root, "containers", debris))
-    assert "dead" in isobox("ps", "-a", "--filter", f"id={debris}").stdout
+    assert "Dead" in isobox("ps", "-a", "--filter", f"id={debris}").stdout
     out = isobox("system", "prune", "-f").stdout
     assert out.startswith("Deleted Containers:\n")
     deleted = out.split("\n\n")[0].splitlines()[1:]
@@ -331,3 +335,11 @@ def test_system_prune_removes_stopped_and_debris(isobox: Isobox) -> None:
     assert isobox.ids() == [running]
     assert not os.path.exists(os.path.join(isobox.root, "containers", debris))
     assert json.loads(isobox("inspect", "busybox").stdout)[0]["Id"]  # in use: kept
+
+
+def test_attach_streams_output_and_exit_code(isobox: Isobox) -> None:
+    _, name = run_detached(isobox, cmd=("sh", "-c", "sleep 1; echo hi; exit 4"))
+    r = isobox("attach", "--no-stdin", name, check=False, timeout=30)
+    assert r.stdout == "hi\n" and r.returncode == 4, r
+    err = isobox("attach", name, check=False)
+    assert err.returncode == 1 and "You cannot attach to a stopped container" in err.stderr

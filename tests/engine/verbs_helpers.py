@@ -8,6 +8,7 @@ import subprocess
 from typing import Any
 
 from engine_helpers import Isobox
+
 from harness import unique_id
 
 

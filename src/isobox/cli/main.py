@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "isobox.cli.container_cmds",
     "isobox.cli.container_extra_cmds",
     "isobox.cli.network_cmds",
+    "isobox.cli.volume_cmds",
 )
 
 

@@ -15,7 +15,7 @@ from isobox.engine.options import CreateOptions, Resources
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _multi(*names: str, help: str) -> Callable[[F], F]:  # noqa: A002 - click's name
+def _multi(*names: str, help: str) -> Callable[[F], F]:
     return click.option(*names, multiple=True, metavar="TEXT", help=help)
 
 

@@ -101,15 +101,26 @@ class Engine:
     def locked(self, cid: str) -> Iterator[ContainerRow]:
         """Hold the container's lock; yields its current record (NotFoundError if it went)."""
         path = self.layout.container_dir(cid)
+        made = False
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             self.reload(cid)  # a record without its directory: debris of a killed create
             os.makedirs(path, mode=0o711, exist_ok=True)
+            made = True
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield self.reload(cid)
+            try:
+                row = self.reload(cid)
+            except NotFoundError:
+                if made:  # removed meanwhile: take back the directory made for the lock
+                    try:
+                        os.rmdir(path)
+                    except OSError:
+                        pass
+                raise
+            yield row
         finally:
             os.close(fd)
 

@@ -39,7 +39,7 @@ def monitor_alive(engine: Engine, row: ContainerRow) -> bool:
 
 def end_monitor(engine: Engine, row: ContainerRow) -> None:
     """SIGKILL the container's monitor (or the exit command it became), if it is ours."""
-    if monitor_alive(engine, row):
+    if row.monitor_pid != os.getpid() and monitor_alive(engine, row):
         try:
             os.kill(row.monitor_pid, 9)
         except ProcessLookupError:
@@ -163,6 +163,27 @@ def spawn_restarter(engine: Engine, cid: str) -> None:
                       engine.layout.root, "--run-dir", engine.layout.run_dir, "--restart", cid],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def release_all(engine: Engine, row: ContainerRow) -> None:
+    """Everything a container may hold, whatever its record says: used by ``rm`` so the
+    debris of a CLI killed between "monitor started" and "record says running" goes too."""
+    from isobox.engine.monitor import read_pid
+
+    rt = engine.runtime(row)
+    if os.path.isdir(os.path.join(rt.state_root, row.id)):
+        rt.kill(row.id, "KILL", all_=True)
+    pid = row.monitor_pid or read_pid(engine.layout.conmon_pidfile(row.id))
+    if pid > 0:
+        end_monitor(engine, ContainerRow(**{**row.__dict__, "monitor_pid": pid,
+                                            "epoch": engine.layout.epoch()}))
+    network = dict(row.network or {})
+    if not network.get("mode") and os.path.lexists(engine.layout.netns_path(row.id)):
+        mode = str(row.options.get("network") or "bridge")
+        network = {"mode": mode, "endpoints": {n: {} for n in
+                                               [mode, *(row.options.get("extra_networks")
+                                                        or [])]}}
+    teardown(engine, ContainerRow(**{**row.__dict__, "network": network}))
 
 
 def teardown(engine: Engine, row: ContainerRow) -> None:

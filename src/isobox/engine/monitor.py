@@ -108,7 +108,7 @@ def spawn_monitor(req: MonitorRequest) -> tuple[int, int]:
     finally:
         os.close(sync_r)
         os.waitpid(first, 0)  # conmon's first process exits once it has daemonised
-    return _parse_sync(data, req), _read_pid(req.conmon_pidfile)
+    return _parse_sync(data, req), read_pid(req.conmon_pidfile)
 
 
 def _parse_sync(data: bytes, req: MonitorRequest) -> int:
@@ -129,7 +129,7 @@ def _parse_sync(data: bytes, req: MonitorRequest) -> int:
     return pid
 
 
-def _read_pid(path: str) -> int:
+def read_pid(path: str) -> int:
     try:
         with open(path) as f:
             return int(f.read().strip() or 0)

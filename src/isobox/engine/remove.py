@@ -43,8 +43,10 @@ def remove_container(engine: Engine, ref: str, *, force: bool = False,
 
 def remove_locked(engine: Engine, row: ContainerRow, *, volumes: bool) -> None:
     from isobox.engine.create import discard
+    from isobox.engine.exits import release_all
 
     engine.db.update(row.id, status="removing")
+    release_all(engine, row)
     if not volumes:
         row.options["anonymous_volumes"] = []
     discard(engine, row)

@@ -1,0 +1,122 @@
+"""``isobox volume create/ls/inspect/rm/prune``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from isobox.cli.context import CliContext
+from isobox.cli.main import cli
+from isobox.cli.output import human_size, print_json, print_table
+from isobox.errors import ConfigError, IsoboxError
+
+pass_ctx = click.make_pass_decorator(CliContext)
+
+
+@cli.group()
+def volume() -> None:
+    """Manage volumes."""
+
+
+@volume.command(name="create")
+@click.option("-d", "--driver", default="local", show_default=True)
+@click.option("--label", multiple=True, help="Set metadata for a volume.")
+@click.option("-o", "--opt", multiple=True, help="Set driver specific options.")
+@click.argument("name", required=False, default="")
+@pass_ctx
+def volume_create(obj: CliContext, driver: str, label: tuple[str, ...], opt: tuple[str, ...],
+                  name: str) -> None:
+    """Create a volume."""
+    from isobox.engine.parse import parse_labels
+
+    options = {}
+    for o in opt:
+        k, sep, v = o.partition("=")
+        if not sep:
+            raise ConfigError("--opt", f"invalid option '{o}': expected key=value")
+        options[k] = v
+    info = obj.engine.volumes.create(name, labels=parse_labels(label), driver=driver,
+                                     options=options)
+    obj.engine.db.add_event("volume", "create", info.name, {"driver": driver})
+    click.echo(info.name)
+
+
+@volume.command(name="ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only display volume names.")
+@click.option("--format", "fmt", default="", help="table or json.")
+@click.option("-f", "--filter", "filters", multiple=True, help="dangling=true|false, name=…")
+@pass_ctx
+def volume_ls(obj: CliContext, quiet: bool, fmt: str, filters: tuple[str, ...]) -> None:
+    """List volumes."""
+    from isobox.engine.volume_use import volume_users
+
+    vols = obj.engine.volumes.list()
+    users = volume_users(obj.engine)
+    for f in filters:
+        k, _, v = f.partition("=")
+        if k == "dangling":
+            want = v.lower() in ("true", "1")
+            vols = [x for x in vols if (x.name not in users) == want]
+        elif k == "name":
+            vols = [x for x in vols if v in x.name]
+        else:
+            raise ConfigError("--filter", f"invalid filter '{k}'")
+    if quiet:
+        for v in vols:
+            click.echo(v.name)
+        return
+    if fmt == "json":
+        for v in vols:
+            click.echo(json.dumps({"Driver": v.driver, "Name": v.name,
+                                   "Mountpoint": v.mountpoint, "Scope": "local"}))
+        return
+    print_table(["DRIVER", "VOLUME NAME"], [[v.driver, v.name] for v in vols])
+
+
+@volume.command(name="inspect")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def volume_inspect(obj: CliContext, names: tuple[str, ...]) -> None:
+    """Display detailed information on one or more volumes."""
+    print_json([obj.engine.volumes.inspect(n) for n in names])
+
+
+@volume.command(name="rm")
+@click.option("-f", "--force", is_flag=True, help="Do not error on a missing volume.")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def volume_rm(obj: CliContext, force: bool, names: tuple[str, ...]) -> None:
+    """Remove one or more volumes."""
+    from isobox.engine.volume_use import volume_users
+
+    users = volume_users(obj.engine)
+    failed = False
+    for n in names:
+        try:
+            obj.engine.volumes.remove(n, force=force, in_use_by=users.get(n))
+            obj.engine.db.add_event("volume", "destroy", n, {})
+            click.echo(n)
+        except IsoboxError as e:
+            click.echo(f"isobox: error: {e}", err=True)
+            failed = True
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@volume.command(name="prune")
+@click.option("-a", "--all", "all_", is_flag=True, help="Remove named volumes too.")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@pass_ctx
+def volume_prune(obj: CliContext, all_: bool, force: bool) -> None:
+    """Remove unused volumes (anonymous ones only, unless -a)."""
+    from isobox.engine.volume_use import volume_users
+
+    removed, size = obj.engine.volumes.prune(set(volume_users(obj.engine)),
+                                             anonymous_only=not all_)
+    if removed:
+        click.echo("Deleted Volumes:")
+        for n in removed:
+            click.echo(n)
+        click.echo("")
+    click.echo(f"Total reclaimed space: {human_size(size)}")

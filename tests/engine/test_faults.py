@@ -1,0 +1,107 @@
+"""Bad input gets a clear error and leaves nothing behind; a CLI killed at any point of `run`
+or `rm` leaves a state the next command understands and `system prune` clears; concurrent
+CLIs never corrupt the state."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from engine_helpers import Isobox, leaks
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--pull", "never", "nosuchimage:1"], "No such image: nosuchimage:1"),
+    (["--memory", "lots", "busybox"], "invalid size: 'lots'"),
+    (["--cpus", "abc", "busybox"], 'invalid argument "abc" for "--cpus"'),
+    (["--restart", "sometimes", "busybox"], "invalid restart policy"),
+    (["-v", "/nonexistent/isobox-src:/data", "busybox"],
+     "bind source path does not exist: /nonexistent/isobox-src"),
+    (["--name", "bad name!", "busybox"], "Invalid container name (bad name!)"),
+    (["--rm", "--restart", "always", "busybox"], "Conflicting options: --restart and --rm"),
+    (["--ulimit", "nofile=30000:30000", "busybox"], "above the host's hard limit"),
+    (["--network", "nosuchnet", "busybox"], "nosuchnet"),
+    (["-p", "99999:80", "busybox"], "invalid"),
+])
+def test_bad_input_is_an_error_that_makes_nothing(isobox: Isobox, args: list[str],
+                                                  message: str) -> None:
+    p = isobox("run", "-d", *args, "true", check=False)
+    assert p.returncode == 125, p.stderr
+    assert message in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert isobox.ids() == []
+    assert leaks(isobox.root) == []
+
+
+def test_name_in_use(isobox: Isobox) -> None:
+    isobox("create", "--name", "taken", "--network", "none", "busybox")
+    p = isobox("create", "--name", "taken", "--network", "none", "busybox", check=False)
+    assert p.returncode == 125
+    assert 'The container name "/taken" is already in use by container' in p.stderr
+    assert len(isobox.ids()) == 1
+
+
+def test_port_already_bound_leaves_no_network_debris(isobox: Isobox) -> None:
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        p = isobox("run", "-d", "--rm", "-p", f"127.0.0.1:{port}:80", "busybox", "sleep", "30",
+                   check=False)
+    finally:
+        holder.close()
+    assert p.returncode == 125
+    assert f"Bind for 127.0.0.1:{port} failed: port is already allocated" in p.stderr
+    assert isobox.ids() == []
+    assert leaks(isobox.root) == []
+
+
+def test_kill_minus_nine_of_run_at_any_point(isobox: Isobox) -> None:
+    for delay in (0.05, 0.12, 0.2, 0.3, 0.45):
+        proc = isobox.popen("run", "--network", "none", "busybox", "sleep", "5",
+                            stdout=open(os.devnull, "wb"), stderr=open(os.devnull, "wb"))
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # the next command sees a consistent world
+        isobox("ps", "-a")
+    isobox("system", "prune", "-f")
+    remaining = isobox("ps", "-a", "--format", "json").stdout.splitlines()
+    # whatever survived is a real container (created/running/exited), never half-made
+    assert all('"State": "running"' in r for r in remaining), remaining
+    isobox("rm", "-f", *isobox.ids()) if isobox.ids() else None
+
+
+def test_kill_minus_nine_of_rm(isobox: Isobox) -> None:
+    for delay in (0.02, 0.06, 0.1):
+        isobox("run", "-d", "--name", "victim", "--network", "none", "busybox", "sleep", "30")
+        proc = isobox.popen("rm", "-f", "victim", stdout=open(os.devnull, "wb"),
+                            stderr=open(os.devnull, "wb"))
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        isobox("ps", "-a")
+        isobox("rm", "-f", "victim", check=False)
+        assert isobox.ids() == []
+
+
+def test_twenty_parallel_runs(isobox: Isobox) -> None:
+    def one(i: int) -> str:
+        return isobox("run", "-d", "--name", f"par{i}", "--network", "none", "busybox",
+                      "sleep", "30").stdout.strip()
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        ids = list(pool.map(one, range(20)))
+    assert len(set(ids)) == 20
+    out = isobox("ps", "--format", "json").stdout.splitlines()
+    assert len(out) == 20 and all('"State": "running"' in line for line in out)
+    isobox("rm", "-f", *ids)

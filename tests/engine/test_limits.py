@@ -1,0 +1,62 @@
+"""Resource limits hold: memory (OOM kill, host unharmed), pids (fork bomb contained),
+CPU (--cpus 0.5 caps usage near half a core)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from engine_helpers import Isobox
+
+pytestmark = pytest.mark.engine
+
+
+def test_memory_limit_oom_kills_the_container_only(isobox: Isobox) -> None:
+    p = isobox("run", "--name", "hog", "--memory", "32m", "--memory-swap", "32m",
+               "--network", "none", "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=256M",
+               "count=1", check=False)
+    assert p.returncode == 137, (p.stdout, p.stderr)
+    assert isobox.record("hog")["oom_killed"] == 1
+    assert isobox("inspect", "-f", "{{.State.OOMKilled}}", "hog").stdout.strip() == "true"
+    # the host is unharmed: another container runs normally right after
+    assert isobox("run", "--rm", "--network", "none", "busybox", "echo", "fine").stdout \
+        == "fine\n"
+    isobox("rm", "hog")
+
+
+def test_pids_limit_contains_a_fork_bomb(isobox: Isobox) -> None:
+    isobox("run", "-d", "--name", "bomb", "--pids-limit", "32", "--network", "none",
+           "busybox", "sh", "-c",
+           "(for i in $(seq 200); do sleep 30 & done) 2>/dev/null; exec sleep 300")
+    time.sleep(1.5)
+    rec = isobox.record("bomb")
+    with open(f"/proc/{rec['pid']}/cgroup") as f:
+        pids_cg = next(line.split(":", 2)[2].strip() for line in f if ":pids:" in line)
+    with open(f"/sys/fs/cgroup/pids{pids_cg}/pids.max") as f:
+        assert f.read().strip() == "32"
+    with open(f"/sys/fs/cgroup/pids{pids_cg}/pids.current") as f:
+        assert 20 <= int(f.read()) <= 32  # the bomb ran into the limit, and no further
+    isobox("rm", "-f", "bomb")
+
+
+def test_cpus_half_a_core(isobox: Isobox) -> None:
+    isobox("run", "-d", "--name", "spin", "--cpus", "0.5", "--network", "none", "busybox",
+           "sh", "-c", "while :; do :; done")
+    rec = isobox.record("spin")
+    with open(f"/proc/{rec['pid']}/cgroup") as f:
+        cg = next(line.split(":", 2)[2].strip() for line in f
+                  if ":cpuacct" in line or ":cpu," in line)
+    usage = f"/sys/fs/cgroup/cpuacct{cg}/cpuacct.usage"
+
+    def read() -> int:
+        with open(usage) as f:
+            return int(f.read())
+
+    time.sleep(0.5)
+    u0, t0 = read(), time.monotonic()
+    time.sleep(3)
+    u1, t1 = read(), time.monotonic()
+    share = (u1 - u0) / 1e9 / (t1 - t0)
+    assert 0.35 <= share <= 0.6, share
+    isobox("rm", "-f", "spin")
