@@ -64,7 +64,9 @@ def image_demo(workdir: str) -> int:
     if isobox is None:
         print("isobox is not on PATH; run `make demo`", file=sys.stderr)
         return 1
-    root = os.path.join(workdir, "store")
+    # short: the monitor's attach socket lives at <root>/containers/<64 hex>/attach
+    root = tempfile.mkdtemp(prefix="ibxdemo", dir="/tmp")
+    env = {**os.environ, "ISOBOX_NET_PREFIX": "ibxdemo"}
     context = os.path.join(workdir, "context")
     os.makedirs(context)
     with open(os.path.join(context, "Containerfile"), "w") as f:
@@ -76,30 +78,46 @@ def image_demo(workdir: str) -> int:
         ["build", "-t", "demo:1", context],
         ["images"],
         ["image", "history", "demo:1"],
+        ["run", "--rm", "--network", "none", "demo:1"],
+        ["run", "--rm", "busybox", "sh", "-c", "ip -4 -o addr show eth0; cat /etc/hostname"],
+        ["run", "-d", "--name", "web", "-p", "127.0.0.1:18080:80", "busybox", "sh", "-c",
+         "echo served from a container > /tmp/index.html; exec httpd -f -v -p 80 -h /tmp"],
+        ["ps"],
+        ["exec", "web", "ps"],
     ]
     try:
         for args in steps:
-            print(f"\n$ isobox {' '.join(args)}")
-            proc = subprocess.run([isobox, "--root", root, *args], check=False)
+            print(f"\n$ isobox {' '.join(args)}", flush=True)
+            proc = subprocess.run([isobox, "--root", root, *args], check=False, env=env)
             if proc.returncode != 0:
                 return proc.returncode
-        print("\n$ cat /built.txt   # inside the image, via a snapshot of it")
-        from isobox.images.snapshots import Snapshots
-        from isobox.images.store import ImageStore
+        print("\n$ wget -qO- http://127.0.0.1:18080/   # the published port, from the host",
+              flush=True)
+        import time
+        import urllib.request
 
-        store = ImageStore(root)
-        snaps = Snapshots(store)
-        snap = snaps.create(f"demo-{os.getpid()}", image_id=store.resolve_id("demo:1"))
-        try:
-            with open(os.path.join(snap.rootfs, "built.txt")) as f:
-                print(f.read(), end="")
-        finally:
-            snaps.remove(snap.id)
-            store.close()
+        for _ in range(50):
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:18080/", timeout=2) as r:
+                    print(r.read().decode(), end="")
+                break
+            except OSError:
+                time.sleep(0.1)
+        for args in (["logs", "web"], ["rm", "-f", "web"], ["ps", "-a"]):
+            print(f"\n$ isobox {' '.join(args)}", flush=True)
+            subprocess.run([isobox, "--root", root, *args], check=False, env=env)
         return 0
     finally:
-        subprocess.run([isobox, "--root", root, "image", "prune", "-a", "-f"],
-                       capture_output=True, check=False)
+        subprocess.run([isobox, "--root", root, "rm", "-f", "web"], capture_output=True,
+                       check=False, env=env)
+        from isobox.network.manager import NetworkManager
+
+        NetworkManager(os.path.join(root, "network"), bridge_prefix="ibxdemo",
+                       nft_table="ibxdemo", default_bridge="ibxdemo0").teardown()
+        from isobox.engine.layout import default_run_dir
+
+        shutil.rmtree(default_run_dir(root), ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -54,12 +54,12 @@ def volume_ls(obj: CliContext, quiet: bool, fmt: str, filters: tuple[str, ...]) 
     vols = obj.engine.volumes.list()
     users = volume_users(obj.engine)
     for f in filters:
-        k, _, v = f.partition("=")
+        k, _, value = f.partition("=")
         if k == "dangling":
-            want = v.lower() in ("true", "1")
+            want = value.lower() in ("true", "1")
             vols = [x for x in vols if (x.name not in users) == want]
         elif k == "name":
-            vols = [x for x in vols if v in x.name]
+            vols = [x for x in vols if value in x.name]
         else:
             raise ConfigError("--filter", f"invalid filter '{k}'")
     if quiet:

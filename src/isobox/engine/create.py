@@ -13,7 +13,7 @@ from isobox.engine import etcfiles
 from isobox.engine.names import new_id, random_name, validate_name
 from isobox.engine.options import CreateOptions, MountSpec
 from isobox.engine.state import ContainerRow
-from isobox.errors import ConfigError, ConflictError, NotFoundError
+from isobox.errors import ConfigError, ConflictError, NotFoundError, SystemSetupError
 
 if TYPE_CHECKING:
     from isobox.engine.engine import Engine
@@ -54,9 +54,22 @@ def check_options(engine: Engine, opts: CreateOptions) -> None:
         runtime_path(opts.runtime)
 
 
+def _check_socket_room(engine: Engine) -> None:
+    from isobox.engine.layout import MAX_SOCKET_PATH
+
+    longest = engine.layout.attach_socket("0" * 64)
+    if len(longest) > MAX_SOCKET_PATH:
+        raise SystemSetupError(f"the isobox root {engine.layout.root} is too long: a "
+                               f"container's attach socket ({len(longest)} bytes) must fit in "
+                               f"{MAX_SOCKET_PATH}; use a root of at most "
+                               f"{MAX_SOCKET_PATH - len(longest) + len(engine.layout.root)} "
+                               "characters")
+
+
 def create_container(engine: Engine, opts: CreateOptions, *, image: ImageRecord | None = None
                      ) -> ContainerRow:
     image = image or engine.store.resolve(opts.image)
+    _check_socket_room(engine)
     name = validate_name(opts.name) if opts.name else ""
     check_options(engine, opts)
     cid = new_id()

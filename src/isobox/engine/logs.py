@@ -259,11 +259,24 @@ def follow_logs(path: str, *, stdout: bool = True, stderr: bool = True,
                 yield from _read_file_lines(f, joiner)
         yield from _read_file_lines(live.lines(), joiner)
 
+    past_until = False
+
+    def kept(records: Iterable[LogRecord]) -> Iterator[LogRecord]:
+        nonlocal past_until
+        for r in records:
+            if flt.until is not None and r.ns > flt.until:
+                past_until = True
+                return
+            if flt.keep(r):
+                yield r
+
     try:
-        for rec in _tail((r for r in history() if flt.keep(r)), tail):
-            yield rec
+        yield from _tail(kept(history()), tail)
+        if past_until:
+            return
         while True:
-            stopping = stop()                 # sampled before the read: nothing is lost
+            # sampled before the read, so what was written before stop() turned true is read
+            stopping = stop() or (until is not None and time.time() > until)
             got = False
             for line in live.lines():
                 got = True
