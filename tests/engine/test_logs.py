@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import RUN_PREFIX, busybox_bundle, unique_id
+from harness import RUN_PREFIX, busybox_bundle, leftover_cgroups, unique_id
 from isobox.engine.logs import (
     LogRecord,
     follow_logs,
@@ -210,6 +210,7 @@ def test_follow_across_rename_over_rotation(tmp_path: Path) -> None:
     t = threading.Thread(target=writer)
     start = time.monotonic()
     it = follow_logs(str(log), stop=done.is_set, tail=1, poll=0.05)
+    got.append(next(it).data.decode())          # the history is read before any rotation
     t.start()
     for r in it:
         got.append(r.data.decode())
@@ -252,7 +253,7 @@ def test_real_conmon_rotation(busybox_rootfs: str, tmp_path: Path) -> None:
     rename over the log; the generation linked by rotate_generations survives."""
     cid = unique_id("log")
     short = f"/tmp/{RUN_PREFIX}-{cid[-6:]}"       # conmon's socket paths must stay short
-    os.makedirs(short)
+    os.makedirs(f"{short}/exits")
     bundle = str(tmp_path / "bundle")
     os.makedirs(bundle)
     busybox_bundle.make_bundle(bundle, ["sh", "-c",
@@ -274,7 +275,7 @@ def test_real_conmon_rotation(busybox_rootfs: str, tmp_path: Path) -> None:
                         "-r", shutil.which("runc") or "runc", "--runtime-arg",
                         f"--root={short}/runc", "-b", bundle, "-p", f"{bundle}/pid",
                         "-P", f"{short}/conmon.pid", "-l", f"k8s-file:{log}",
-                        "--log-size-max", "250", "--exit-dir", short,
+                        "--log-size-max", "250", "--exit-dir", f"{short}/exits",
                         "--socket-dir-path", short],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        stdin=subprocess.DEVNULL, timeout=20)
@@ -282,9 +283,11 @@ def test_real_conmon_rotation(busybox_rootfs: str, tmp_path: Path) -> None:
         while not os.path.exists(f"{bundle}/pid") and time.monotonic() < deadline:
             time.sleep(0.02)
         subprocess.run([*runc, "start", cid], check=True, timeout=20)
-        while not os.path.exists(f"{short}/{cid}") and time.monotonic() < deadline:
+        exit_file = f"{short}/exits/{cid}"
+        while not os.path.exists(exit_file) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert open(f"{short}/{cid}").read() == "0"
+        with open(exit_file) as f:
+            assert f.read() == "0"
         with open(f"{short}/conmon.pid") as f:
             conmon_pid = int(f.read())
         while os.path.exists(f"/proc/{conmon_pid}") and time.monotonic() < deadline:
@@ -293,6 +296,7 @@ def test_real_conmon_rotation(busybox_rootfs: str, tmp_path: Path) -> None:
         subprocess.run([*runc, "delete", "--force", cid], check=False, timeout=20,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(short, ignore_errors=True)
+    assert not [c for c in leftover_cgroups() if cid in c]
     # rotation happened (a new inode at the path) and .1 kept the first generation
     assert os.stat(log).st_ino != os.stat(tmp_path / "ctr.log.1").st_ino
     assert stat_mode(log) == 0o600

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from isobox.engine.mountspec import (
+    check_mount,
     oci_mounts,
     parse_mount,
     parse_tmpfs,
@@ -122,9 +123,13 @@ def test_tmpfs() -> None:
     assert parse_tmpfs("/t:ro,exec") == MountSpec("tmpfs", "/t", read_only=True,
                                                   options=("exec",))
     assert parse_tmpfs("/t") == MountSpec("tmpfs", "/t")
+    assert parse_tmpfs("/t:size=50%,nr_inodes=1k,uid=1000").options == (
+        "size=50%", "nr_inodes=1k", "uid=1000")
     for bad, msg in (("/t:size=huge", 'invalid tmpfs option "size=huge"'),
                      ("/t:foo", 'invalid tmpfs option "foo"'),
                      ("/t:mode=8", 'invalid tmpfs option "mode=8"'),
+                     ("/t:uid=root", 'invalid tmpfs option "uid=root"'),
+                     ("/t:size=50%%", 'invalid tmpfs option'),
                      ("rel", "mount path must be absolute"),
                      ("/:size=1m", "destination can't be '/'")):
         with pytest.raises(ConfigError, match=msg):
@@ -264,3 +269,10 @@ def test_oci_mounts_shapes_and_order() -> None:
 def test_oci_mounts_anonymous_volume_must_be_named() -> None:
     with pytest.raises(ConfigError, match="anonymous volume for /anon was not created"):
         oci_mounts([parse_volume("/anon")], volume_path=_vp)
+
+
+def test_image_volume_targets_case_42() -> None:
+    """An image's ``Volumes`` key climbing out with '..' is refused before any copy-up."""
+    with pytest.raises(ConfigError, match="leaves the container's root"):
+        check_mount(MountSpec("volume", "/../../../../var/tmp/canary"))
+    assert check_mount(MountSpec("volume", "/data/./x/../y")).target == "/data/y"

@@ -71,7 +71,7 @@ def _tree(path: str) -> dict[str, str]:
             if os.path.islink(p):
                 out[rel] = "-> " + os.readlink(p)
             elif os.path.isfile(p):
-                out[rel] = open(p, "rb").read().decode("latin-1")
+                out[rel] = Path(p).read_bytes().decode("latin-1")
             else:
                 out[rel] = "dir" if os.path.isdir(p) else "other"
     return out
@@ -89,7 +89,7 @@ def test_create_layout_and_inspect(store: VolumeStore) -> None:
     v = store.create("data1", labels={"a": "b"})
     assert v.mountpoint == os.path.join(store.root, "volumes", "data1", "_data")
     assert os.path.isdir(v.mountpoint)
-    meta = json.load(open(os.path.join(store.root, "volumes", "data1", "meta.json")))
+    meta = json.loads(Path(store.root, "volumes", "data1", "meta.json").read_text())
     assert meta["Labels"] == {"a": "b"} and meta["Initialized"] is False
     ins = store.inspect("data1")
     assert set(ins) == {"CreatedAt", "Driver", "Labels", "Mountpoint", "Name", "Options",
@@ -200,7 +200,7 @@ def test_copy_up_tree(store: VolumeStore, rootfs: Path) -> None:
     v = store.create("app")
     store.copy_up("app", str(rootfs), "/app")
     d = v.mountpoint
-    assert open(os.path.join(d, "file")).read() == "hello"
+    assert Path(d, "file").read_text() == "hello"
     st = os.lstat(os.path.join(d, "file"))
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 1234, 5678)
     assert os.lstat(os.path.join(d, "sub", "hard")).st_ino == st.st_ino
@@ -305,3 +305,60 @@ def test_copy_up_only_first_use(store: VolumeStore, rootfs: Path) -> None:
 def test_copy_up_missing_volume(store: VolumeStore, rootfs: Path) -> None:
     with pytest.raises(NotFoundError):
         store.copy_up("ghost", str(rootfs), "/etc")
+
+
+def test_crash_debris_swept(store: VolumeStore) -> None:
+    """A create or remove killed midway leaves a dot-directory that no one lists; the next
+    create (under the lock) removes it."""
+    os.makedirs(os.path.join(store.dir, ".new-v1-dead", "_data"))
+    os.makedirs(os.path.join(store.dir, ".del-v2-dead", "_data"))
+    assert store.list() == []
+    store.create("v3")
+    assert sorted(os.listdir(store.dir)) == [".lock", "v3"]
+
+
+def test_copy_up_symlink_swap_race(store: VolumeStore, tmp_path: Path, host_file: Path
+                                   ) -> None:
+    """CVE-2020-1726/CVE-2023-0778 style: while copy-up runs, a directory in the image is
+    swapped for a symlink to a host directory, over and over. Whatever each copy-up does
+    (copy, or fail cleanly), no host file content ends up in a volume."""
+    from isobox.errors import SystemSetupError
+
+    r = tmp_path / "racefs"
+    (r / "vol" / "d").mkdir(parents=True)
+    for i in range(20):
+        (r / "vol" / "d" / f"f{i}").write_text("image")
+    stop = threading.Event()
+
+    def swapper() -> None:
+        d, moved, link = r / "vol" / "d", r / "vol" / "d.real", r / "vol" / "d.link"
+        while not stop.is_set():
+            try:
+                os.symlink(str(host_file), link)
+                os.rename(d, moved)
+                os.rename(link, d)           # d is now a symlink to the host dir
+                os.rename(d, link)
+                os.rename(moved, d)          # and a directory again
+                os.unlink(link)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=swapper)
+    t.start()
+    outcomes = {"ok": 0, "failed": 0}
+    try:
+        for i in range(60):
+            name = f"race{i}"
+            v = store.create(name)
+            try:
+                store.copy_up(name, str(r), "/vol")
+                outcomes["ok"] += 1
+            except (SystemSetupError, ConfigError):
+                outcomes["failed"] += 1
+                assert os.listdir(v.mountpoint) == []
+            _no_host_content(v.mountpoint)
+            store.remove(name)
+    finally:
+        stop.set()
+        t.join()
+    assert outcomes["ok"] > 0

@@ -68,7 +68,9 @@ def _follow_window(session: AttachSession) -> None:
 
 
 def attach_and_wait(engine: Engine, cid: str, session: AttachSession, *, tty: bool,
-                    stdin: bool, sig_proxy: bool) -> int:
+                    stdin: bool, sig_proxy: bool, owns_marker: bool = True) -> int:
+    """Pump the streams until the process ends, then handle its exit. ``owns_marker``: this
+    CLI started the container and wrote the "attached" marker (not so for `attach`)."""
     from isobox.engine.exits import exit_status, handle_exit
     from isobox.engine.stop import wait_exit
 
@@ -87,8 +89,9 @@ def attach_and_wait(engine: Engine, cid: str, session: AttachSession, *, tty: bo
         status = exit_status(engine, row)
         handle_exit(engine, cid)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(marker)
+        if owns_marker:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(marker)
     if status is None:
         after = engine.db.get(cid)
         return after.exit_code if after else EXIT_ENGINE_ERROR

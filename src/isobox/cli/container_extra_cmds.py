@@ -521,7 +521,7 @@ def attach(obj: CliContext, no_stdin: bool, sig_proxy: bool, container: str) -> 
     session = AttachSession.connect(engine.layout.container_dir(row.id))
     code = attach_and_wait(engine, row.id, session, tty=bool(row.options.get("tty")),
                            stdin=not no_stdin and bool(row.options.get("open_stdin")),
-                           sig_proxy=sig_proxy)
+                           sig_proxy=sig_proxy, owns_marker=False)
     raise click.exceptions.Exit(code)
 
 

@@ -122,7 +122,8 @@ def _materialise(engine: Engine, row: ContainerRow, opts: CreateOptions,
         if not m.volume_nocopy:
             engine.volumes.copy_up(vname, snap.rootfs, m.target)
         resolved.append(replace(m, source=vname))
-    extra = oci_mounts(resolved, volume_path=lambda name: engine.volumes.data_path(name))
+    extra = oci_mounts(resolved, volume_path=lambda name: engine.volumes.data_path(name),
+                       data_root=engine.layout.root)
     hostname = opts.hostname or (etcfiles.host_hostname() if opts.network == "host"
                                  else cid[:12])
     etc = {"/etc/hostname": os.path.join(cdir, "hostname"),
@@ -177,11 +178,13 @@ def discard(engine: Engine, row: ContainerRow) -> None:
             engine.volumes.remove(vname, force=True)
         except (NotFoundError, ConflictError, OSError):
             pass
-    remove_tree(engine.layout.container_dir(cid))
     remove_tree(engine.layout.persist_dir(cid))
     for path in (engine.layout.exit_file(cid), engine.layout.netns_path(cid)):
         try:
             os.unlink(path)
         except (FileNotFoundError, IsADirectoryError, OSError):
             pass
+    # the record goes before the directory: a locker that finds the directory gone recreates
+    # it only while the record exists (a directory left by a kill here is pruned)
     engine.db.delete(cid)
+    remove_tree(engine.layout.container_dir(cid))

@@ -123,6 +123,11 @@ class Engine:
             yield row
         finally:
             os.close(fd)
+            if made and self.db.get(cid) is None:  # removed while we held our stand-in
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
 
     def effective_status(self, row: ContainerRow) -> str:
         """``creating`` whose creator died is ``dead`` (debris that ``system prune`` removes)."""

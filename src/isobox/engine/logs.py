@@ -8,7 +8,10 @@ Rotation (conmon 2.1.6 ``reopen_k8s_file``, checked on this host): when a write 
 ``--log-size-max`` conmon opens ``<log>.tmp`` (O_TRUNC, mode 0600) and renames it over
 ``<log>``, so the old inode's content is gone unless another name links it. The engine calls
 :func:`rotate_generations` before starting conmon, which hard-links the live log as
-``<log>.1``; readers take generations oldest first and skip an inode already read.
+``<log>.1``; readers take generations oldest first and skip an inode already read. Only that
+first generation of each conmon run survives: later ones are renamed over with nobody
+linking them. conmon's size count starts at 0 when it starts, so a log that already has
+content grows to that plus ``--log-size-max`` before its first rotation.
 """
 
 from __future__ import annotations
@@ -291,7 +294,11 @@ def follow_logs(path: str, *, stdout: bool = True, stderr: bool = True,
             if key is not None and key != live.key:
                 for line in live.lines():     # finish the rotated-away file
                     new = joiner.feed(line)
-                    if new is not None and flt.keep(new):
+                    if new is None:
+                        continue
+                    if flt.until is not None and new.ns > flt.until:
+                        return
+                    if flt.keep(new):
                         yield new
                 live.close()
                 try:

@@ -40,6 +40,8 @@ _TMPFS_FLAGS = frozenset(
      "dirsync", "mand", "nomand", "atime", "noatime", "diratime", "nodiratime", "relatime",
      "norelatime", "strictatime", "nostrictatime", *PROPAGATIONS])
 _TMPFS_DATA = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol")
+_TMPFS_VALUE = {"uid": r"\d+", "gid": r"\d+", "nr_inodes": r"\d+[kKmMgG]?",
+                "nr_blocks": r"\d+[kKmMgG]?", "mpol": r"[a-z]+(?:[=:][0-9,:-]*)*"}
 
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -88,8 +90,9 @@ def _clean_target(kind: str, target: str) -> str:
     return cleaned
 
 
-def _check_spec(spec: MountSpec) -> MountSpec:
-    """moby's validateMountConfig for one mount (no host access); returns it normalised."""
+def check_mount(spec: MountSpec) -> MountSpec:
+    """moby's validateMountConfig for one mount (no host access); returns it with target
+    (and bind source) normalised. Use it on an image's ``Volumes`` before copy-up too."""
     kind = spec.type
     if kind not in ("bind", "volume", "tmpfs"):
         raise _err(f'invalid mount config for type "{kind}": mount type unknown')
@@ -178,7 +181,7 @@ def parse_volume(text: str) -> MountSpec:
     if nocopy and kind == "bind":
         raise _mount_error(kind, "field VolumeOptions must not be specified")
     options = tuple(o for o in opts if o in _LABELS or o in PROPAGATIONS)
-    return _check_spec(MountSpec(type=kind, target=target, source=source,
+    return check_mount(MountSpec(type=kind, target=target, source=source,
                                  read_only="ro" in opts, options=options,
                                  volume_nocopy=nocopy))
 
@@ -294,7 +297,7 @@ def parse_mount(text: str) -> MountSpec:
     if tmpfs_set and kind != "tmpfs":
         raise _err(f"cannot mix 'tmpfs-*' options with mount type '{kind}'")
     options = tuple(bind_opts if kind == "bind" else tmpfs_opts if kind == "tmpfs" else ())
-    return _check_spec(MountSpec(type=kind, target=target, source=source,
+    return check_mount(MountSpec(type=kind, target=target, source=source,
                                  read_only=read_only, options=options,
                                  volume_nocopy=nocopy))
 
@@ -312,10 +315,9 @@ def _tmpfs_options(text: str) -> tuple[list[str], bool]:
         if sep:
             if key not in _TMPFS_DATA:
                 raise _err(f'invalid tmpfs option "{opt}"')
-            if key == "size":
-                if val.endswith("%"):
-                    raise _err(f'invalid tmpfs option "{opt}": a percentage of memory is '
-                               "not supported")
+            if key == "size" and re.fullmatch(r"\d{1,3}%", val):
+                pass                               # a share of RAM, as tmpfs takes it
+            elif key == "size":
                 try:
                     val = str(ram_in_bytes(val))
                 except ValueError:
@@ -326,7 +328,7 @@ def _tmpfs_options(text: str) -> tuple[list[str], bool]:
                         raise ValueError(val)
                 except ValueError:
                     raise _err(f'invalid tmpfs option "{opt}"') from None
-            elif key in ("uid", "gid", "nr_inodes", "nr_blocks") and not val.isdigit():
+            elif not re.fullmatch(_TMPFS_VALUE.get(key, ".*"), val):
                 raise _err(f'invalid tmpfs option "{opt}"')
             out = [o for o in out if not o.startswith(key + "=")]
             out.append(f"{key}={val}")
@@ -343,7 +345,7 @@ def parse_tmpfs(text: str) -> MountSpec:
     """``--tmpfs /run[:rw,size=64m,mode=1777,exec]``."""
     target, _, opts = text.partition(":")
     options, read_only = _tmpfs_options(opts)
-    return _check_spec(MountSpec(type="tmpfs", target=target, read_only=read_only,
+    return check_mount(MountSpec(type="tmpfs", target=target, read_only=read_only,
                                  options=tuple(options)))
 
 
@@ -385,7 +387,7 @@ def validate_mounts(specs: Iterable[MountSpec], *, data_root: str) -> None:
     propagation; with none given :func:`oci_mounts` applies rslave, as moby does."""
     seen: set[str] = set()
     for raw in specs:
-        spec = _check_spec(raw)
+        spec = check_mount(raw)
         if spec.target in seen:
             raise _err(f"Duplicate mount point: {spec.target}")
         seen.add(spec.target)
@@ -427,7 +429,7 @@ def oci_mounts(specs: Iterable[MountSpec], *, volume_path: Callable[[str], str],
     explicit propagation gets rslave (moby's rule)."""
     out: list[tuple[int, int, dict[str, Any]]] = []
     for i, raw in enumerate(specs):
-        spec = _check_spec(raw)
+        spec = check_mount(raw)
         access = "ro" if spec.read_only else "rw"
         if spec.type in ("bind", "volume"):
             if spec.type == "bind":

@@ -42,6 +42,23 @@ def prune_containers(engine: Engine, report: PruneReport) -> None:
             continue
         report.containers.append(row.id)
         report.space_reclaimed += size
+    _prune_orphan_dirs(engine)
+
+
+def _prune_orphan_dirs(engine: Engine) -> None:
+    """Container directories without a record: left by an `rm` killed after the record went
+    (a record is always inserted before its directory is made, so none is in use)."""
+    import os
+
+    from isobox.images.store import remove_tree
+
+    try:
+        names = os.listdir(engine.layout.containers_dir)
+    except OSError:
+        return
+    for name in names:
+        if len(name) == 64 and engine.db.get(name) is None:
+            remove_tree(engine.layout.container_dir(name))
 
 
 def prune_networks(engine: Engine, report: PruneReport) -> None:

@@ -153,6 +153,7 @@ class VolumeStore:
         if anonymous:
             labels.setdefault(ANONYMOUS_LABEL, "")
         with _flock(self._lock_path):
+            self._sweep_locked()
             meta = self._read_meta(name)
             if meta is not None:
                 return self._info(name, meta)
@@ -214,6 +215,13 @@ class VolumeStore:
                 raise
             self._remove_locked(name)
 
+    def _sweep_locked(self) -> None:
+        """Remove what a crash left of a create or a remove: with the volumes lock held no
+        ``.new-*`` or ``.del-*`` directory is anyone's work in progress."""
+        for entry in os.listdir(self.dir):
+            if entry.startswith((".new-", ".del-")):
+                shutil.rmtree(os.path.join(self.dir, entry), ignore_errors=True)
+
     @contextmanager
     def _vol_lock(self, name: str) -> Iterator[None]:
         try:
@@ -241,6 +249,7 @@ class VolumeStore:
         removed: builtins.list[str] = []
         reclaimed = 0
         with _flock(self._lock_path):
+            self._sweep_locked()
             for v in self.list():
                 if v.name in in_use or (anonymous_only and not v.anonymous):
                     continue
