@@ -90,7 +90,10 @@ def spawn_monitor(req: MonitorRequest) -> tuple[int, int]:
         actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
                    (os.POSIX_SPAWN_DUP2, devnull, 2), (os.POSIX_SPAWN_DUP2, sync_w, 3)]
         try:
-            first = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
+            # conmon writes an "oom" file into its working directory (as well as into
+            # the persist dir): start it in the persist dir, never in the caller's.
+            shell = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', req.persist_dir, *argv]
+            first = os.posix_spawn(shell[0], shell, env, file_actions=actions, setsid=True)
         except OSError as e:
             raise SystemSetupError(f"cannot start {argv[0]}: {e.strerror}") from None
     finally:
