@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
 from engine_helpers import NET_PREFIX, Isobox, leaks, remove_everything
+
 from harness import RUN_PREFIX
 
 

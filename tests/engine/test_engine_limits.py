@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from engine_helpers import Isobox
 
 pytestmark = pytest.mark.engine

@@ -5,13 +5,12 @@ CLIs never corrupt the state."""
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
-
 from engine_helpers import Isobox, leaks
 
 pytestmark = pytest.mark.engine
@@ -68,7 +67,7 @@ def test_port_already_bound_leaves_no_network_debris(isobox: Isobox) -> None:
 def test_kill_minus_nine_of_run_at_any_point(isobox: Isobox) -> None:
     for delay in (0.05, 0.12, 0.2, 0.3, 0.45):
         proc = isobox.popen("run", "--network", "none", "busybox", "sleep", "5",
-                            stdout=open(os.devnull, "wb"), stderr=open(os.devnull, "wb"))
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -84,8 +83,8 @@ def test_kill_minus_nine_of_run_at_any_point(isobox: Isobox) -> None:
 def test_kill_minus_nine_of_rm(isobox: Isobox) -> None:
     for delay in (0.02, 0.06, 0.1):
         isobox("run", "-d", "--name", "victim", "--network", "none", "busybox", "sleep", "30")
-        proc = isobox.popen("rm", "-f", "victim", stdout=open(os.devnull, "wb"),
-                            stderr=open(os.devnull, "wb"))
+        proc = isobox.popen("rm", "-f", "victim", stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

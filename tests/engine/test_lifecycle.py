@@ -9,8 +9,8 @@ import subprocess
 import time
 
 import pytest
-
 from engine_helpers import Isobox
+
 from harness import wait_for
 
 pytestmark = pytest.mark.engine

@@ -8,7 +8,6 @@ import os
 import subprocess
 
 import pytest
-
 from engine_helpers import Isobox
 
 pytestmark = pytest.mark.engine

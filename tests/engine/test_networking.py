@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from engine_helpers import Isobox
+
 from harness import wait_for
 
 pytestmark = [pytest.mark.engine, pytest.mark.net]
