@@ -80,6 +80,15 @@ def remove_everything(root: str) -> None:
 
     NetworkManager(os.path.join(root, "network"), bridge_prefix=NET_PREFIX,
                    nft_table=NET_PREFIX, default_bridge=f"{NET_PREFIX}0").teardown()
+    # runtime state no record points at (a failed test): delete it through the runtime, so
+    # removing the run directory never strands an init waiting on its exec.fifo
+    state_root = os.path.join(ib.run_dir(), "runtime")
+    if os.path.isdir(state_root):
+        from isobox.engine.runtime_client import RuntimeClient, runtime_path
+
+        rt = RuntimeClient(runtime_path(), state_root)
+        for cid in os.listdir(state_root):
+            rt.delete(cid, force=True)
     shutil.rmtree(ib.run_dir(), ignore_errors=True)
     for cg in cgroup_parents(root):
         try:

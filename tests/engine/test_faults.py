@@ -5,6 +5,7 @@ CLIs never corrupt the state."""
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import signal
 import socket
 import subprocess
@@ -12,6 +13,8 @@ import time
 
 import pytest
 from engine_helpers import Isobox, leaks
+
+from harness import wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -104,3 +107,49 @@ def test_twenty_parallel_runs(isobox: Isobox) -> None:
     out = isobox("ps", "--format", "json").stdout.splitlines()
     assert len(out) == 20 and all('"State": "running"' in line for line in out)
     isobox("rm", "-f", *ids)
+
+
+HALF_STARTED = """
+import os, sys
+from isobox.engine.engine import Engine
+from isobox.engine.monitor import MonitorRequest, exit_hook_command, spawn_monitor
+e = Engine(sys.argv[1])
+row = e.get(sys.argv[2])
+lay = e.layout
+rt = e.runtime(row)
+e.snapshots.mount(e.snapshots.get(row.id))
+persist = lay.persist_dir(row.id)
+pid, _ = spawn_monitor(MonitorRequest(
+    cid=row.id, name=row.name, runtime=rt.path, runtime_args=rt.global_args,
+    bundle=lay.container_dir(row.id), pidfile=lay.pidfile(row.id),
+    conmon_pidfile=lay.conmon_pidfile(row.id), log_path=lay.log_path(row.id),
+    exit_dir=lay.exits_dir, persist_dir=persist,
+    exit_command=exit_hook_command(lay.root, lay.run_dir, row.id,
+                                   os.path.join(persist, "attached"))))
+print(pid)
+os._exit(0)  # as a CLI killed between "monitor started" and "record says running"
+"""
+
+
+def test_rm_of_a_half_started_container_kills_its_init(isobox: Isobox) -> None:
+    """The monitor created the container (its init waits on exec.fifo) but the record still
+    says created: `rm -f` must kill that init and the monitor, not orphan them."""
+    import sys
+
+    cid = isobox("create", "--network", "none", "busybox", "sleep", "30").stdout.strip()
+    out = subprocess.run([sys.executable, "-c", HALF_STARTED, isobox.root, cid],
+                         env=isobox.env, capture_output=True, text=True, check=True)
+    init_pid = int(out.stdout.strip())
+    assert os.path.exists(f"/proc/{init_pid}")
+    assert isobox.record(cid)["status"] == "created"
+    isobox("rm", "-f", cid)
+
+    def gone() -> bool:
+        try:
+            with open(f"/proc/{init_pid}/stat") as f:
+                return f.read().split()[2] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, timeout=5, what="the half-started init to die")
+    assert leaks(isobox.root) == []
