@@ -12,6 +12,7 @@ import click
 
 from isobox.cli.context import CliContext
 from isobox.cli.main import cli
+from isobox.cli.output import for_each
 from isobox.cli.run_flags import build_options, create_flags
 from isobox.errors import IsoboxError, NotFoundError
 
@@ -131,24 +132,9 @@ def start(obj: CliContext, attach: bool, interactive: bool, containers: tuple[st
         from isobox.cli.attached import start_attached
 
         raise click.exceptions.Exit(start_attached(engine, containers[0], interactive))
-    failed = _each(containers, lambda c: start_container(engine, c), echo=True)
+    failed = for_each(containers, lambda c: start_container(engine, c), echo=True)
     if failed:
         raise click.exceptions.Exit(1)
-
-
-def _each(refs: tuple[str, ...], fn: Any, echo: bool = True) -> bool:
-    """Docker's multi-container verbs: go on after an error, print each, exit 1 at the end."""
-    failed = False
-    for ref in refs:
-        try:
-            fn(ref)
-        except IsoboxError as e:
-            click.echo(f"isobox: error: {e}", err=True)
-            failed = True
-            continue
-        if echo:
-            click.echo(ref)
-    return failed
 
 
 @cli.command()
@@ -162,7 +148,7 @@ def stop(obj: CliContext, timeout: int | None, signal: str, containers: tuple[st
     from isobox.engine.stop import stop_container
 
     engine = obj.engine
-    if _each(containers, lambda c: stop_container(engine, c, timeout, signal)):
+    if for_each(containers, lambda c: stop_container(engine, c, timeout, signal)):
         raise click.exceptions.Exit(1)
 
 
@@ -176,7 +162,7 @@ def restart(obj: CliContext, timeout: int | None, containers: tuple[str, ...]) -
     from isobox.engine.stop import restart_container
 
     engine = obj.engine
-    if _each(containers, lambda c: restart_container(engine, c, timeout)):
+    if for_each(containers, lambda c: restart_container(engine, c, timeout)):
         raise click.exceptions.Exit(1)
 
 
@@ -189,7 +175,7 @@ def kill(obj: CliContext, signal: str, containers: tuple[str, ...]) -> None:
     from isobox.engine.stop import kill_container
 
     engine = obj.engine
-    if _each(containers, lambda c: kill_container(engine, c, signal)):
+    if for_each(containers, lambda c: kill_container(engine, c, signal)):
         raise click.exceptions.Exit(1)
 
 
@@ -203,7 +189,7 @@ def rm(obj: CliContext, force: bool, volumes: bool, containers: tuple[str, ...])
     from isobox.engine.remove import remove_container
 
     engine = obj.engine
-    if _each(containers, lambda c: remove_container(engine, c, force=force, volumes=volumes)):
+    if for_each(containers, lambda c: remove_container(engine, c, force=force, volumes=volumes)):
         raise click.exceptions.Exit(1)
 
 
@@ -236,7 +222,7 @@ def pause(obj: CliContext, containers: tuple[str, ...]) -> None:
     from isobox.engine.stop import pause_container
 
     engine = obj.engine
-    if _each(containers, lambda c: pause_container(engine, c)):
+    if for_each(containers, lambda c: pause_container(engine, c)):
         raise click.exceptions.Exit(1)
 
 
@@ -248,7 +234,7 @@ def unpause(obj: CliContext, containers: tuple[str, ...]) -> None:
     from isobox.engine.stop import unpause_container
 
     engine = obj.engine
-    if _each(containers, lambda c: unpause_container(engine, c)):
+    if for_each(containers, lambda c: unpause_container(engine, c)):
         raise click.exceptions.Exit(1)
 
 
@@ -329,14 +315,6 @@ def exec_(obj: CliContext, detach: bool, interactive: bool, tty: bool, env: tupl
                       env=list(env), user=user, workdir=workdir, privileged=privileged)
     code = exec_in_container(obj.engine, container, req)
     raise click.exceptions.Exit(code)
-
-
-def stdin_is_usable() -> bool:
-    try:
-        os.fstat(0)
-    except OSError:
-        return False
-    return True
 
 
 def _status_text(engine: Engine, row: Any) -> str:

@@ -10,7 +10,7 @@ import click
 
 from isobox.cli.context import CliContext
 from isobox.cli.main import cli
-from isobox.cli.output import print_json, print_table
+from isobox.cli.output import for_each, print_json, print_table
 from isobox.errors import IsoboxError
 
 pass_ctx = click.make_pass_decorator(CliContext)
@@ -96,17 +96,14 @@ def network_inspect(obj: CliContext, networks: tuple[str, ...]) -> None:
 @pass_ctx
 def network_rm(obj: CliContext, networks: tuple[str, ...]) -> None:
     """Remove one or more networks."""
-    failed = False
-    for n in networks:
-        try:
-            info = obj.engine.networks.inspect(n)
-            obj.engine.networks.remove(n)
-            obj.engine.db.add_event("network", "destroy", info.id, {"name": info.name})
-            click.echo(n)
-        except IsoboxError as e:
-            click.echo(f"isobox: error: {e}", err=True)
-            failed = True
-    if failed:
+    engine = obj.engine
+
+    def remove(name: str) -> None:
+        info = engine.networks.inspect(name)
+        engine.networks.remove(name)
+        engine.db.add_event("network", "destroy", info.id, {"name": info.name})
+
+    if for_each(networks, remove):
         raise click.exceptions.Exit(1)
 
 

@@ -5,8 +5,26 @@ from __future__ import annotations
 import datetime
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+
+def for_each(refs: Sequence[str], fn: Callable[[str], object], *, echo: bool = True) -> bool:
+    """Docker's multi-object verbs (``rm A B``): go on after an error, print each name that
+    worked, report whether any failed (the command then exits 1)."""
+    from isobox.errors import IsoboxError
+
+    failed = False
+    for ref in refs:
+        try:
+            fn(ref)
+        except IsoboxError as e:
+            sys.stderr.write(f"isobox: error: {e}\n")
+            failed = True
+            continue
+        if echo:
+            sys.stdout.write(f"{ref}\n")
+    return failed
 
 
 def print_json(obj: Any) -> None:

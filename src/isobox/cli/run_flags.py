@@ -4,7 +4,6 @@ host or the store happen in the engine."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -151,7 +150,3 @@ def build_options(kw: dict[str, Any]) -> CreateOptions:
         restart=parse.parse_restart(kw["restart"]), stop_signal=kw["stop_signal"],
         stop_timeout=kw["stop_timeout"], healthcheck=health, runtime=kw["runtime"],
         auto_remove=kw["auto_remove"], log_opts=log_opts, isolation=kw["isolation"])
-
-
-def environ() -> dict[str, str]:
-    return dict(os.environ)

@@ -8,8 +8,8 @@ import click
 
 from isobox.cli.context import CliContext
 from isobox.cli.main import cli
-from isobox.cli.output import human_size, print_json, print_table
-from isobox.errors import ConfigError, IsoboxError
+from isobox.cli.output import for_each, human_size, print_json, print_table
+from isobox.errors import ConfigError
 
 pass_ctx = click.make_pass_decorator(CliContext)
 
@@ -90,17 +90,14 @@ def volume_rm(obj: CliContext, force: bool, names: tuple[str, ...]) -> None:
     """Remove one or more volumes."""
     from isobox.engine.volume_use import volume_users
 
-    users = volume_users(obj.engine)
-    failed = False
-    for n in names:
-        try:
-            obj.engine.volumes.remove(n, force=force, in_use_by=users.get(n))
-            obj.engine.db.add_event("volume", "destroy", n, {})
-            click.echo(n)
-        except IsoboxError as e:
-            click.echo(f"isobox: error: {e}", err=True)
-            failed = True
-    if failed:
+    engine = obj.engine
+    users = volume_users(engine)
+
+    def remove(name: str) -> None:
+        engine.volumes.remove(name, force=force, in_use_by=users.get(name))
+        engine.db.add_event("volume", "destroy", name, {})
+
+    if for_each(names, remove):
         raise click.exceptions.Exit(1)
 
 

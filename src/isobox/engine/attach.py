@@ -67,7 +67,7 @@ class AttachSession:
                 events = poller.poll()
             except InterruptedError:
                 continue
-            for fd, ev in events:
+            for fd, _ev in events:
                 if fd == sfd:
                     try:
                         data = self.sock.recv(BUFSIZE)
@@ -96,7 +96,6 @@ class AttachSession:
                             self.sock.shutdown(socket.SHUT_WR)
                         except OSError:
                             pass
-                    del ev
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -25,13 +25,13 @@ import tempfile
 from typing import Any
 
 from isobox.engine.seccomp_profile import default_profile
+from isobox.engine.spec import thermal_throttle_paths
 from isobox.errors import SystemSetupError
 from isobox.images.build.run_step import RunStep
 from isobox.oci.defaults import (
     DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,
     DOCKER_DEFAULT_CAPS,
-    THERMAL_THROTTLE_PATTERN,
     default_spec,
 )
 
@@ -63,21 +63,6 @@ def runtime_binary() -> list[str]:
     return [sys.executable, "-m", "isobox.runtime"]
 
 
-def _thermal_paths() -> list[str]:
-    base = "/sys/devices/system/cpu"
-    out = []
-    try:
-        names = sorted(os.listdir(base))
-    except OSError:
-        return []
-    for name in names:
-        if name.startswith("cpu") and name[3:].isdigit():
-            path = THERMAL_THROTTLE_PATTERN.format(name[3:])
-            if os.path.isdir(path):
-                out.append(path)
-    return out
-
-
 def seccomp_profile() -> dict[str, Any]:
     """The engine's default (allow-list) profile for Docker's default caps; it refuses at
     least :data:`BLOCKED_SYSCALLS` (tests/security/test_run_confinement.py checks)."""
@@ -105,7 +90,7 @@ def step_config(step: RunStep) -> dict[str, Any]:
     spec["root"] = {"path": step.rootfs, "readonly": False}
     spec["hostname"] = step.hostname or HOSTNAME
     linux = spec["linux"]
-    linux["maskedPaths"] = [*DEFAULT_MASKED_PATHS, *_thermal_paths()]
+    linux["maskedPaths"] = [*DEFAULT_MASKED_PATHS, *thermal_throttle_paths()]
     linux["readonlyPaths"] = list(DEFAULT_READONLY_PATHS)
     linux["seccomp"] = seccomp_profile()
     # pid, network (own netns: loopback only), ipc, uts, mount — from the defaults.

@@ -169,9 +169,7 @@ def discard(engine: Engine, row: ContainerRow) -> None:
     cid = row.id
     try:
         engine.snapshots.remove(cid)
-    except NotFoundError:
-        pass
-    except OSError:
+    except (NotFoundError, OSError):
         pass
     for vname in row.options.get("anonymous_volumes") or []:
         try:

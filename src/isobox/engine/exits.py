@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from isobox.engine.state import ContainerRow
@@ -175,15 +176,14 @@ def release_all(engine: Engine, row: ContainerRow) -> None:
         rt.kill(row.id, "KILL", all_=True)
     pid = row.monitor_pid or read_pid(engine.layout.conmon_pidfile(row.id))
     if pid > 0:
-        end_monitor(engine, ContainerRow(**{**row.__dict__, "monitor_pid": pid,
-                                            "epoch": engine.layout.epoch()}))
+        end_monitor(engine, replace(row, monitor_pid=pid, epoch=engine.layout.epoch()))
     network = dict(row.network or {})
     if not network.get("mode") and os.path.lexists(engine.layout.netns_path(row.id)):
         mode = str(row.options.get("network") or "bridge")
         network = {"mode": mode, "endpoints": {n: {} for n in
                                                [mode, *(row.options.get("extra_networks")
                                                         or [])]}}
-    teardown(engine, ContainerRow(**{**row.__dict__, "network": network}))
+    teardown(engine, replace(row, network=network))
 
 
 def teardown(engine: Engine, row: ContainerRow) -> None:

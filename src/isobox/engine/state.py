@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from isobox.errors import ConflictError, NotFoundError
+from isobox.sqlitedb import open_wal, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers(
@@ -102,24 +102,13 @@ class Event:
 class ContainerDB:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.conn = sqlite3.connect(path, timeout=60, isolation_level=None,
-                                    check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+        self.conn = open_wal(path, SCHEMA)
 
     def close(self) -> None:
         self.conn.close()
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.conn)
 
     def insert(self, row: ContainerRow) -> None:
         values = [json.dumps(getattr(row, c)) if c in _JSON else getattr(row, c)

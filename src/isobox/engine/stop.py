@@ -105,27 +105,26 @@ def kill_container(engine: Engine, ref: str, signal: str = "KILL") -> ContainerR
     return row
 
 
+# The states that end a `wait` per condition (Docker's not-running, next-exit, removed).
+_WAIT_DONE = {"not-running": ("exited", "created", "dead"), "next-exit": ("exited",),
+              "removed": ()}
+
+
 def wait_container(engine: Engine, ref: str, condition: str = "not-running",
                    poll: float = 0.05) -> int:
     """Block until the container is not running (or removed); its exit code."""
     row = engine.get(ref)
-    cid = row.id
-    last = row
+    done = _WAIT_DONE[condition]
     while True:
-        try:
-            row = engine.get(cid)
-        except NotFoundError:
-            return last.exit_code
-        last = row
-        if condition == "removed":
-            pass
-        elif row.status in ("exited", "created", "dead") and condition != "next-exit":
+        if row.status in done:
             return row.exit_code
         if row.status == "running":
             wait_exit(engine, row, 1.0)
         else:
             time.sleep(poll)
-        if condition == "next-exit" and row.status == "exited":
+        try:
+            row = engine.get(row.id)
+        except NotFoundError:
             return row.exit_code
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import builtins
 import errno
-import fcntl
 import json
 import os
 import secrets
@@ -29,6 +28,7 @@ from typing import Any
 from isobox.atomicfile import atomic_file
 from isobox.engine.mountspec import VOLUME_NAME_RE
 from isobox.errors import ConfigError, ConflictError, NotFoundError, SystemSetupError
+from isobox.filelock import locked_file
 from isobox.linux import safepath
 
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
@@ -60,16 +60,6 @@ def _check_name(name: str) -> None:
         raise ConfigError("", f'create {name}: "{name}" includes invalid characters for a '
                           'local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. '
                           "If you intended to pass a host directory, use absolute path")
-
-
-@contextmanager
-def _flock(path: str) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _tree_size(path: str) -> int:
@@ -152,7 +142,7 @@ class VolumeStore:
         labels = dict(labels or {})
         if anonymous:
             labels.setdefault(ANONYMOUS_LABEL, "")
-        with _flock(self._lock_path):
+        with locked_file(self._lock_path):
             self._sweep_locked()
             meta = self._read_meta(name)
             if meta is not None:
@@ -206,7 +196,7 @@ class VolumeStore:
         ``force`` only makes a missing volume a no-op."""
         if in_use_by:
             raise ConflictError(f"remove {name}: volume is in use - [{' '.join(in_use_by)}]")
-        with _flock(self._lock_path):
+        with locked_file(self._lock_path):
             try:
                 self.get(name)
             except NotFoundError:
@@ -224,16 +214,10 @@ class VolumeStore:
 
     @contextmanager
     def _vol_lock(self, name: str) -> Iterator[None]:
-        try:
-            fd = os.open(os.path.join(self._vol_dir(name), "lock"),
-                         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFoundError(f"get {name}: no such volume") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        if not os.path.isdir(self._vol_dir(name)):
+            raise NotFoundError(f"get {name}: no such volume")
+        with locked_file(os.path.join(self._vol_dir(name), "lock")):
             yield
-        finally:
-            os.close(fd)
 
     def _remove_locked(self, name: str) -> None:
         vol = self._vol_dir(name)
@@ -248,7 +232,7 @@ class VolumeStore:
         ``anonymous_only``, Docker 23's default); returns (names, bytes reclaimed)."""
         removed: builtins.list[str] = []
         reclaimed = 0
-        with _flock(self._lock_path):
+        with locked_file(self._lock_path):
             self._sweep_locked()
             for v in self.list():
                 if v.name in in_use or (anonymous_only and not v.anonymous):

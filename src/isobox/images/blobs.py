@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import BinaryIO
 
 from isobox.errors import NotFoundError, VerificationError
+from isobox.filelock import locked_file
 from isobox.oci.digest import hasher, hex_of, validate_digest
 
 CHUNK = 1 << 20
@@ -178,13 +179,8 @@ class BlobStore:
     @contextmanager
     def lock(self, digest: str) -> Iterator[None]:
         """Exclusive per-digest lock: concurrent pulls of one blob do the work once."""
-        path = os.path.join(self.ingest_dir, f"{hex_of(digest)}.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked_file(os.path.join(self.ingest_dir, f"{hex_of(digest)}.lock")):
             yield
-        finally:
-            os.close(fd)
 
     def delete(self, digest: str) -> None:
         try:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
+
+from isobox.sqlitedb import open_wal, transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images(
@@ -78,25 +79,13 @@ class ImageRow:
 class ImageDB:
     def __init__(self, path: str) -> None:
         self.path = path
-        self.conn = sqlite3.connect(path, timeout=60, isolation_level=None,
-                                    check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+        self.conn = open_wal(path, SCHEMA, foreign_keys=True)
 
     def close(self) -> None:
         self.conn.close()
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+    def tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.conn)
 
     # images -------------------------------------------------------------------------------
     def add_image(self, row: ImageRow, layers: list[LayerRow], refs: list[str]) -> None:

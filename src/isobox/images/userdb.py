@@ -33,7 +33,8 @@ class User:
     additional_gids: tuple[int, ...] = ()
 
 
-def _read_bounded(fd: int, limit: int) -> bytes:
+def read_bounded(fd: int, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes (one more than allowed, so the caller sees "too big")."""
     chunks, total = [], 0
     while total <= limit:
         chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
@@ -71,7 +72,7 @@ def read_user_db(rootfs: str, path: str) -> str | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped between fstat and open
             raise UserLookupError(f"{path} in the image is not a regular file")
-        data = _read_bounded(fd, MAX_USER_DB)
+        data = read_bounded(fd, MAX_USER_DB)
     except OSError as e:
         raise UserLookupError(f"{path} in the image: "
                               f"{e.strerror or os.strerror(e.errno or errno.EIO)}") from None

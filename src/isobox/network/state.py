@@ -12,7 +12,6 @@ IP leases are the endpoints' addresses; readers never need the lock (rename is a
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import Any
 
 from isobox import fastjson
 from isobox.errors import SystemSetupError
+from isobox.filelock import locked_file
 
 State = dict[str, Any]
 
@@ -62,9 +62,5 @@ class StateFile:
     def locked(self) -> Iterator[State]:
         """Hold the lock and yield the current state; the caller saves what it changed."""
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locked_file(self.lock_path):
             yield self.load()
-        finally:
-            os.close(fd)

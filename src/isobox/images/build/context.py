@@ -28,6 +28,7 @@ from isobox.images import userdb
 from isobox.images.build.dockerignore import Matcher
 from isobox.images.userdb import MAX_USER_DB as MAX_USER_DB
 from isobox.images.userdb import User as User
+from isobox.images.userdb import read_bounded
 from isobox.linux import safepath
 
 O_NOFOLLOW_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -51,17 +52,6 @@ def reopen_regular(pathfd: int) -> int:
     return os.open(safepath.fd_path(pathfd), O_READ)
 
 
-def _read_bounded(fd: int, limit: int) -> bytes:
-    chunks, total = [], 0
-    while total <= limit:
-        chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
-
-
 def read_containerfile(path: str) -> str:
     try:
         pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -75,7 +65,7 @@ def read_containerfile(path: str) -> str:
     finally:
         os.close(pfd)
     try:
-        data = _read_bounded(fd, MAX_CONTAINERFILE)
+        data = read_bounded(fd, MAX_CONTAINERFILE)
     finally:
         os.close(fd)
     if len(data) > MAX_CONTAINERFILE:
