@@ -7,10 +7,13 @@ PYTHON   ?= python3
 # golang-go and runtime-tools (with its -dev dependencies): the conformance tests build
 # their runtimetest offline (scripts/conformance.py). docker-registry, skopeo, openssl: the
 # registry tests and benchmark; debootstrap: `isobox image bootstrap debian:bookworm`;
-# conmon: the per-container monitor; tini: `run --init`; nftables: NAT and published ports.
+# conmon: the per-container monitor; tini: `run --init`; nftables: NAT and published ports;
+# qemu-system-x86, qemu-utils, linux-image-amd64 (the guest kernel), gcc + libc6-dev (the
+# static guest agent): VMs.
 APT_PKGS := busybox-static runc podman containerd conmon uidmap iproute2 libseccomp2 procps psmisc \
             golang-go golang-github-opencontainers-runtime-tools-dev \
-            docker-registry skopeo debootstrap openssl tini nftables
+            docker-registry skopeo debootstrap openssl tini nftables \
+            qemu-system-x86 qemu-utils linux-image-amd64 gcc libc6-dev
 STAMP    := $(VENV)/.isobox-installed
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -32,6 +35,7 @@ $(STAMP): pyproject.toml scripts/launcher scripts/install-launcher
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	scripts/install-launcher $(PY) $(VENV)/bin/isobox-runtime isobox.runtime.cli
+	scripts/install-launcher $(PY) $(VENV)/bin/isobox-vm-runtime isobox.vm.runtime.cli
 	touch $(STAMP)
 
 # Bytecode, compiled ahead: this environment may set PYTHONDONTWRITEBYTECODE, and every

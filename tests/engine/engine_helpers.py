@@ -27,8 +27,10 @@ class Isobox:
         return beside if os.access(beside, os.X_OK) else shutil.which("isobox") or "isobox"
 
     def __call__(self, *args: str, check: bool = True, input_: bytes | None = None,
-                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self.binary(), *args], env=self.env, capture_output=True,
+                 timeout: float = 60, env: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([self.binary(), *args], env={**self.env, **(env or {})},
+                              capture_output=True,
                               input=input_.decode() if input_ is not None else None,
                               text=True, timeout=timeout)
         if check and proc.returncode != 0:
@@ -89,6 +91,13 @@ def remove_everything(root: str) -> None:
         rt = RuntimeClient(runtime_path(), state_root)
         for cid in os.listdir(state_root):
             rt.delete(cid, force=True)
+    vm_root = os.path.join(ib.run_dir(), "vm")
+    if os.path.isdir(vm_root):
+        from isobox.engine.runtime_client import VM_RUNTIME, RuntimeClient, runtime_path
+
+        vrt = RuntimeClient(runtime_path(VM_RUNTIME), vm_root)
+        for cid in os.listdir(vm_root):
+            vrt.delete(cid, force=True)
     shutil.rmtree(ib.run_dir(), ignore_errors=True)
     for cg in cgroup_parents(root):
         try:
@@ -115,6 +124,15 @@ def leaks(root: str) -> list[str]:
     except OSError:
         out = ""
     found += [f"monitor {line}" for line in out.splitlines() if root in line]
+    try:
+        out = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True,
+                             text=True).stdout
+    except OSError:
+        out = ""
+    found += [f"qemu {line[:200]}" for line in out.splitlines() if run_dir in line]
+    vm_root = os.path.join(run_dir, "vm")
+    if os.path.isdir(vm_root):
+        found += [f"vm state {n}" for n in os.listdir(vm_root)]
     return found
 
 

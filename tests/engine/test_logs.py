@@ -118,7 +118,7 @@ def test_generations_tail_since_until(tmp_path: Path) -> None:
 def test_same_inode_read_once(tmp_path: Path) -> None:
     log = tmp_path / "ctr.log"
     write(log, rec(T0, "stdout", "F", "a"))
-    rotate_generations(str(log), 3)                 # ctr.log.1 is the same inode
+    os.link(log, tmp_path / "ctr.log.1")            # mid-rotation: <log>.1 linked, not renamed
     write(log, rec(T0 + 1, "stdout", "F", "b"))
     assert texts(read_logs(str(log))) == ["a\n", "b\n"]
 
@@ -130,17 +130,22 @@ def test_rotate_generations(tmp_path: Path) -> None:
     for k in (1, 2, 3):
         write(tmp_path / f"ctr.log.{k}", f"gen{k}\n")
     write(log, "live\n")
-    rotate_generations(str(log), 3)                 # keeps .1 and .2
-    assert sorted(os.listdir(tmp_path)) == ["ctr.log", "ctr.log.1", "ctr.log.2"]
-    assert os.stat(log).st_ino == os.stat(tmp_path / "ctr.log.1").st_ino
-    assert (tmp_path / "ctr.log.2").read_text() == "gen1\n"
-    rotate_generations(str(log), 3)                 # .1 already is the live log: no change
-    assert (tmp_path / "ctr.log.2").read_text() == "gen1\n"
-    # conmon renames a fresh file over the log: the old inode survives as .1
-    tmp = tmp_path / "ctr.log.tmp"
-    write(tmp, "new\n")
-    os.rename(tmp, log)
+    rotate_generations(str(log), 3)                 # live -> .1, .1 -> .2, the rest dropped
+    assert sorted(os.listdir(tmp_path)) == ["ctr.log.1", "ctr.log.2"]
     assert (tmp_path / "ctr.log.1").read_text() == "live\n"
+    assert (tmp_path / "ctr.log.2").read_text() == "gen1\n"
+    rotate_generations(str(log), 3)                 # no live log: nothing to shift
+    assert sorted(os.listdir(tmp_path)) == ["ctr.log.1", "ctr.log.2"]
+    write(log, "")
+    rotate_generations(str(log), 3)                 # an empty live log stays
+    assert sorted(os.listdir(tmp_path)) == ["ctr.log", "ctr.log.1", "ctr.log.2"]
+    write(log, "next\n")
+    os.link(log, tmp_path / "ctr.log.1.x")
+    os.replace(tmp_path / "ctr.log.1.x", tmp_path / "ctr.log.1")
+    rotate_generations(str(log), 3)                 # .1 already is the live inode (old engine)
+    assert sorted(os.listdir(tmp_path)) == ["ctr.log.1", "ctr.log.2"]
+    assert (tmp_path / "ctr.log.1").read_text() == "next\n"
+    write(log, "last\n")
     rotate_generations(str(log), 1)                 # max-file 1: no old generations
     assert sorted(os.listdir(tmp_path)) == ["ctr.log"]
     rotate_generations(str(tmp_path / "missing.log"), 3)
@@ -192,7 +197,8 @@ def test_follow_across_rename_over_rotation(tmp_path: Path) -> None:
     got: list[str] = []
 
     def writer() -> None:
-        """conmon's pattern: append; at the limit open <log>.tmp and rename it over."""
+        """conmon's pattern with the rotation library (max-file 3): append; at the limit
+        open <log>.tmp, shift <log>.1 to <log>.2, link <log> as <log>.1, rename over."""
         n = 0
         for gen in range(4):
             for _ in range(5):
@@ -202,6 +208,9 @@ def test_follow_across_rename_over_rotation(tmp_path: Path) -> None:
             write(log, rec(T0 + 10 + n, "stderr", "P", f"part{n}-"))
             tmp = tmp_path / "ctr.log.tmp"
             write(tmp, rec(T0 + 10 + n, "stderr", "F", "end"), mode="w")
+            if os.path.exists(tmp_path / "ctr.log.1"):
+                os.replace(tmp_path / "ctr.log.1", tmp_path / "ctr.log.2")
+            os.link(log, tmp_path / "ctr.log.1")
             os.rename(tmp, log)
             n += 1
             time.sleep(0.25 if gen % 2 else 0.0)     # sometimes faster than the poll
@@ -249,8 +258,9 @@ def test_follow_until_stops_following(tmp_path: Path) -> None:
 @pytest.mark.skipif(not (shutil.which("conmon") and shutil.which("runc")),
                     reason="needs conmon and runc")
 def test_real_conmon_rotation(busybox_rootfs: str, tmp_path: Path) -> None:
-    """conmon 2.1.6 with --log-size-max: P records, local-offset stamps, and rotation by a
-    rename over the log; the generation linked by rotate_generations survives."""
+    """conmon 2.1.6 alone with --log-size-max: P records, local-offset stamps, and rotation
+    by a rename over the log that drops the old content (why engine/logrotate.py exists);
+    the previous run, moved to <log>.1 by rotate_generations, survives."""
     cid = unique_id("log")
     short = f"/tmp/{RUN_PREFIX}-{cid[-6:]}"       # conmon's socket paths must stay short
     os.makedirs(f"{short}/exits")
@@ -297,15 +307,14 @@ def test_real_conmon_rotation(busybox_rootfs: str, tmp_path: Path) -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(short, ignore_errors=True)
     assert not [c for c in leftover_cgroups() if cid in c]
-    # rotation happened (a new inode at the path) and .1 kept the first generation
-    assert os.stat(log).st_ino != os.stat(tmp_path / "ctr.log.1").st_ino
+    assert sorted(os.listdir(tmp_path)) == ["bundle", "ctr.log", "ctr.log.1"]
     assert stat_mode(log) == 0o600
     records = list(read_logs(str(log)))
     data = [r.data for r in records]
     assert data[0] == b"previous run\n"
-    assert b"line-1-xxxxxxxxxx\n" in data and b"err-1\n" in data
     assert data[-1] == b"end"                                   # a P record at exit
-    # generations between the first and the live one were renamed over: conmon loses them
+    # each rotation renamed a new file over the old one: conmon alone loses them
+    assert b"line-1-xxxxxxxxxx\n" not in data and b"err-1\n" not in data
     assert len(data) < 1 + 16 + 1
     for r in records[1:]:
         assert isinstance(r.time, str) and r.time[-6] in "+-"    # conmon's local offset

@@ -325,7 +325,9 @@ def _status_text(engine: Engine, row: Any) -> str:
     status = engine.effective_status(row)
     now = time.time()
     if status == "running":
-        return f"Up {human_duration(now - row.started_at)}"
+        from isobox.engine.health import status_suffix  # "(healthy)", "(health: starting)"
+
+        return f"Up {human_duration(now - row.started_at)}{status_suffix(row)}"
     if status == "paused":
         return f"Up {human_duration(now - row.started_at)} (Paused)"
     if status == "restarting":
@@ -371,6 +373,7 @@ def _matches(engine: Engine, row: Any, filters: list[tuple[str, str]]) -> bool:
         "exited": lambda v: engine.effective_status(row) == "exited" and str(row.exit_code) == v,
         "label": lambda v: _label_match(row, v),
         "network": lambda v: str(row.options.get("network")) == v,
+        "health": lambda v: _health_state(row, v),
     }
     for key, values in by.items():
         check = checks.get(key)
@@ -381,6 +384,16 @@ def _matches(engine: Engine, row: Any, filters: list[tuple[str, str]]) -> bool:
         if not any(check(v) for v in values):
             return False
     return True
+
+
+def _health_state(row: Any, wanted: str) -> bool:
+    from isobox.engine.health import STATUSES, health_state
+
+    if wanted not in STATUSES:
+        from isobox.errors import ConfigError
+
+        raise ConfigError("--filter", f"Unrecognised filter value for health: {wanted}")
+    return health_state(row) == wanted
 
 
 def _label_match(row: Any, text: str) -> bool:
@@ -438,7 +451,8 @@ def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
                 "Ports": _ports_text(r), "Names": r.name,
                 "Labels": ",".join(f"{k}={v}" for k, v in
                                    (r.options.get("labels") or {}).items()),
-                "Networks": str(r.options.get("network") or "")}))
+                "Networks": str(r.options.get("network") or ""),
+                "Isolation": _isolation(r)}))
         return
     if fmt and fmt != "table":
         raise ConfigError("--format", f"unsupported format {fmt!r} (table or json)")
@@ -447,9 +461,13 @@ def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
         created_text = datetime.datetime.fromtimestamp(r.created, datetime.UTC).isoformat()
         table.append([r.id if no_trunc else r.id[:12], r.image_ref,
                       _command_text(engine, r, not no_trunc), human_ago(created_text),
-                      _status_text(engine, r), _ports_text(r), r.name])
-    print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
-                table)
+                      _status_text(engine, r), _ports_text(r), r.name, _isolation(r)])
+    print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES",
+                 "ISOLATION"], table)
+
+
+def _isolation(row: Any) -> str:
+    return "vm" if row.options.get("isolation") == "vm" else "container"
 
 
 def _boot(obj: CliContext) -> None:

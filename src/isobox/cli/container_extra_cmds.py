@@ -561,6 +561,8 @@ def _info_text(info: dict[str, Any]) -> list[str]:
         f"Default Runtime: {info['DefaultRuntime']}",
         f"Monitor (conmon): {cap(ib['Conmon'])}",
         f"KVM: {cap(ib['KVM'])}",
+        f"VM Accelerator: {ib['VMAccelerator']['Name'] or 'none'} "
+        f"({ib['VMAccelerator']['Reason']})",
         f"CRIU: {cap(ib['CRIU'])}",
         f"Kernel Version: {info['KernelVersion']}",
         f"Operating System: {info['OperatingSystem']}",
@@ -624,4 +626,37 @@ def system_prune(obj: CliContext, all_: bool, force: bool, volumes: bool) -> Non
         click.echo(f"isobox: error: {err}", err=True)
     click.echo(f"Total reclaimed space: {human_size(report.space_reclaimed)}")
     if report.errors:
+        raise click.exceptions.Exit(1)
+
+
+# ------------------------------------------------------------------------ healthcheck run
+
+class HealthcheckError(click.ClickException):
+    """Podman's ``healthcheck run`` exits 125 when it cannot run the check at all."""
+
+    exit_code = 125
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"isobox: error: {self.message}", err=True)
+
+
+@cli.group(name="healthcheck")
+def healthcheck_group() -> None:
+    """Manage health checks on containers."""
+
+
+@healthcheck_group.command("run")
+@click.argument("container")
+@pass_ctx
+def healthcheck_run(obj: CliContext, container: str) -> None:
+    """Run the container's healthcheck now: exit 0 when it passes, 1 (printing the status)
+    when it fails, 125 when it cannot run."""
+    from isobox.engine.health import check_now
+
+    try:
+        result, status = check_now(obj.engine, container)
+    except IsoboxError as e:
+        raise HealthcheckError(str(e)) from None
+    if result.exit_code != 0:
+        click.echo(status)
         raise click.exceptions.Exit(1)

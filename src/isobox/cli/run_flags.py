@@ -81,7 +81,11 @@ CREATE_FLAGS: list[Callable[[F], F]] = [
     click.option("--runtime", default="", help="Runtime to use for this container (any "
                  "runc-compatible runtime)."),
     click.option("--isolation", default="container", show_default=True,
-                 help="Isolation technology: container (vm comes with the VM support)."),
+                 help="Isolation technology: container, or vm (a QEMU micro-VM)."),
+    click.option("--kernel", "vm_kernel", default="", help="With --isolation vm: the guest "
+                 "kernel (a vmlinux or bzImage; default: Debian's)."),
+    click.option("--initrd", "vm_initrd", default="", help="With --isolation vm: an "
+                 "initramfs of your own instead of isobox's."),
     _multi("--log-opt", help="Log driver options (max-size, max-file)."),
     click.option("--pull", type=click.Choice(["missing", "always", "never"]), default="missing",
                  show_default=True, help="Pull image before running."),
@@ -149,4 +153,5 @@ def build_options(kw: dict[str, Any]) -> CreateOptions:
         devices=tuple(parse.parse_device(d) for d in kw["device"]), init=kw["init"],
         restart=parse.parse_restart(kw["restart"]), stop_signal=kw["stop_signal"],
         stop_timeout=kw["stop_timeout"], healthcheck=health, runtime=kw["runtime"],
-        auto_remove=kw["auto_remove"], log_opts=log_opts, isolation=kw["isolation"])
+        auto_remove=kw["auto_remove"], log_opts=log_opts, isolation=kw["isolation"],
+        vm_kernel=kw["vm_kernel"], vm_initrd=kw["vm_initrd"])

@@ -26,9 +26,16 @@ def check_options(engine: Engine, opts: CreateOptions) -> None:
     """Refuse what Docker refuses, before anything is made."""
     from isobox.engine.mountspec import validate_mounts
 
-    if opts.isolation not in ("container", "default", ""):
-        raise ConfigError("--isolation", f"invalid isolation {opts.isolation!r} (this "
-                          "version supports: container)")
+    if opts.isolation not in ("container", "default", "", "vm"):
+        raise ConfigError("--isolation", f"invalid isolation {opts.isolation!r} (supported: "
+                          "container, vm)")
+    if opts.isolation == "vm":
+        from isobox.engine.vm_disk import check_vm_options
+
+        check_vm_options(opts)
+    elif opts.vm_kernel or opts.vm_initrd:
+        raise ConfigError("--kernel" if opts.vm_kernel else "--initrd",
+                          "--kernel and --initrd need --isolation vm")
     if opts.auto_remove and opts.restart.name not in ("", "no"):
         raise ConfigError("--restart", "Conflicting options: --restart and --rm")
     if opts.network in ("host", "none") and (opts.ports or opts.publish_all):
@@ -103,9 +110,14 @@ def _materialise(engine: Engine, row: ContainerRow, opts: CreateOptions,
     cdir = engine.layout.container_dir(cid)
     image_config: dict[str, Any] = dict(image.config.raw.get("config") or {})
     snap = engine.snapshots.create(cid, image_id=image.id)
+    vm = opts.isolation == "vm"
+    if vm:  # the image's files reach the guest as a disk; its VOLUMEs stay on that disk
+        from isobox.engine.vm_disk import make_instance_disk
+
+        make_instance_disk(engine, image.id, snap.rootfs, cdir)
     mounts = list(opts.mounts)
     taken = {os.path.normpath(m.target) for m in mounts}
-    for target in image_volumes(image_config):  # an image VOLUME: an anonymous volume
+    for target in [] if vm else image_volumes(image_config):  # VOLUME: an anonymous volume
         if os.path.normpath(target) not in taken:
             mounts.append(MountSpec(type="volume", target=target))
     resolved: list[MountSpec] = []
@@ -151,6 +163,10 @@ def _materialise(engine: Engine, row: ContainerRow, opts: CreateOptions,
         container_id=cid, options=replace(opts, hostname=hostname), image_config=image_config,
         rootfs=snap.rootfs, netns_path=netns, etc_files=etc, extra_mounts=extra,
         cgroups_path=f"{engine.layout.cgroup_parent}/{cid}", init_binary=init_binary))
+    if vm:
+        from isobox.engine.vm_disk import vm_annotations
+
+        spec["annotations"] = vm_annotations(engine, cdir, opts)
     with open(os.path.join(cdir, "config.json.tmp"), "w") as f:
         json.dump(spec, f)
     os.rename(os.path.join(cdir, "config.json.tmp"), os.path.join(cdir, "config.json"))

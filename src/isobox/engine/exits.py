@@ -66,6 +66,13 @@ def exit_status(engine: Engine, row: ContainerRow) -> tuple[int, bool] | None:
     except ValueError:
         code = EXIT_AFTER_REBOOT
     oom = os.path.exists(os.path.join(engine.layout.persist_dir(row.id), "oom"))
+    if row.options.get("isolation") == "vm":
+        # conmon saw QEMU end; the workload's own code is what the guest agent reported
+        from isobox.vm.runtime.state import guest_exit_code
+
+        guest = guest_exit_code(os.path.join(engine.layout.vm_runtime_root, row.id))
+        if guest is not None:
+            code = guest
     return code, oom
 
 
@@ -188,6 +195,9 @@ def release_all(engine: Engine, row: ContainerRow) -> None:
 
 def teardown(engine: Engine, row: ContainerRow) -> None:
     """Release what a running container holds: runtime state, network, root mount."""
+    from isobox.engine.health import stop_checker  # health checks: end the loop
+
+    stop_checker(engine, row.id)
     engine.runtime(row).delete(row.id, force=True)
     remove_cgroups(engine.layout.cgroup_parent, row.id)
     teardown_network(engine, row.id, row.network or {})

@@ -38,23 +38,26 @@ def _version_of(argv: list[str]) -> str:
 
 
 def kvm() -> Capability:
-    """KVM is usable when /dev/kvm opens read-write and the CPU has VMX or SVM."""
+    """KVM is usable when the CPU exposes vmx/svm, kvm_intel/kvm_amd is loaded and /dev/kvm
+    opens read-write (isobox.vm.accel decides; a paravirtual /dev/kvm alone is not enough)."""
+    from isobox.vm.accel import kvm_problem
+
+    problem = kvm_problem()
+    path = "/dev/kvm" if os.path.exists("/dev/kvm") else ""
+    if problem is not None:
+        return Capability(False, path=path, reason=problem)
+    return Capability(True, path=path)
+
+
+def accelerator() -> dict[str, str]:
+    from isobox.errors import IsoboxError
+    from isobox.vm.accel import detect
+
     try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return Capability(False, reason="/dev/kvm does not exist (kvm module not loaded)")
-    except OSError as e:
-        return Capability(False, path="/dev/kvm", reason=f"cannot open /dev/kvm: {e.strerror}")
-    os.close(fd)
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = {w for line in f if line.startswith("flags") for w in line.split()}
-    except OSError:
-        flags = set()
-    if not flags & {"vmx", "svm"}:
-        return Capability(False, path="/dev/kvm", reason="the CPU flags have neither vmx nor "
-                          "svm (no hardware virtualisation exposed to this machine)")
-    return Capability(True, path="/dev/kvm")
+        acc = detect()
+    except IsoboxError as e:
+        return {"Name": "", "Reason": str(e)}
+    return {"Name": acc.name, "Reason": acc.reason}
 
 
 def criu() -> Capability:
@@ -170,6 +173,7 @@ def system_info(engine: Engine) -> dict[str, Any]:
         "Isobox": {
             "RunDir": engine.layout.run_dir, "RuntimeRoot": engine.layout.runtime_root,
             "Cgroups": cg, "KVM": asdict(k), "CRIU": asdict(c), "Conmon": asdict(cm),
+            "VMAccelerator": accelerator(),
         },
     }
 
@@ -179,7 +183,7 @@ def _warnings(cg: dict[str, Any], k: Capability) -> list[str]:
     if "memory" not in cg["controllers"]:
         out.append("WARNING: No memory limit support")
     if not k.usable:
-        out.append(f"WARNING: KVM not usable: {k.reason} (--isolation vm runs under TCG)")
+        out.append(f"WARNING: KVM not usable: {k.reason}")
     return out
 
 

@@ -55,8 +55,10 @@ def _state(engine: Engine, row: ContainerRow) -> dict[str, Any]:
         "Dead": status == "dead", "Pid": row.pid if running else 0,
         "ExitCode": row.exit_code, "Error": row.error,
         "StartedAt": rfc3339nano(row.started_at), "FinishedAt": rfc3339nano(row.finished_at)}
-    if row.options.get("healthcheck") or row.health:
-        health = row.health or {}
+    from isobox.engine.health import effective_probe
+
+    health = row.health or {}
+    if effective_probe(row.options) is not None or health.get("status"):
         state["Health"] = {"Status": str(health.get("status") or "starting"),
                            "FailingStreak": int(health.get("failing_streak") or 0),
                            "Log": list(health.get("log") or [])}
@@ -157,7 +159,7 @@ def _host_config(opts: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
         "SecurityOpt": _security_opt(opts),
         "UTSMode": "", "UsernsMode": "", "ShmSize": 67108864,
         "Runtime": str(opts.get("runtime") or "isobox-runtime"),
-        "Isolation": "",
+        "Isolation": "vm" if opts.get("isolation") == "vm" else "",
         "CpuShares": int(res.get("cpu_shares") or 0),
         "Memory": int(res.get("memory") or 0),
         "NanoCpus": int(res.get("nano_cpus") or 0),

@@ -72,6 +72,16 @@ class Layout:
         return os.path.join(self.run_dir, "runtime")
 
     @property
+    def vm_runtime_root(self) -> str:
+        """isobox-vm-runtime's state: short, as QEMU's unix sockets live under it."""
+        return os.path.join(self.run_dir, "vm")
+
+    @property
+    def vm_cache(self) -> str:
+        """Guest kernels, initramfs, agent builds and per-image root disks for VMs."""
+        return os.path.join(self.root, "vm")
+
+    @property
     def exits_dir(self) -> str:
         return os.path.join(self.run_dir, "exits")
 

@@ -4,14 +4,13 @@ One record a line: ``2026-11-27T02:47:20.123456789+00:00 stdout F text`` (``P`` 
 partial line, continued by the next record of the same stream). conmon stamps local time
 with its offset and opens the log with O_APPEND.
 
-Rotation (conmon 2.1.6 ``reopen_k8s_file``, checked on this host): when a write would pass
-``--log-size-max`` conmon opens ``<log>.tmp`` (O_TRUNC, mode 0600) and renames it over
-``<log>``, so the old inode's content is gone unless another name links it. The engine calls
-:func:`rotate_generations` before starting conmon, which hard-links the live log as
-``<log>.1``; readers take generations oldest first and skip an inode already read. Only that
-first generation of each conmon run survives: later ones are renamed over with nobody
-linking them. conmon's size count starts at 0 when it starts, so a log that already has
-content grows to that plus ``--log-size-max`` before its first rotation.
+Generations, oldest first: ``<log>.N`` … ``<log>.1``, then ``<log>`` (Docker's json-file
+names). conmon 2.1.6 rotates at ``--log-size-max`` by renaming a fresh ``<log>.tmp`` over
+``<log>``; with ``max-file`` > 1 the library of engine/logrotate.py, preloaded into conmon,
+shifts the generations and links the live log as ``<log>.1`` just before that rename. At a
+(re)start :func:`rotate_generations` does the same shift with a rename, so conmon, whose size
+count starts at 0, starts a fresh file. Readers open all generations as one consistent
+snapshot (retrying when a rotation moved names meanwhile) and read an inode only once.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import BinaryIO
 
 from isobox.engine.mountspec import ram_in_bytes
 from isobox.errors import ConfigError
@@ -161,22 +161,70 @@ def _read_file_lines(f: Iterable[bytes], joiner: _Joiner) -> Iterator[LogRecord]
             yield rec
 
 
-def _all_records(path: str, skip_inodes: set[tuple[int, int]] | None = None
-                 ) -> Iterator[LogRecord]:
-    joiner = _Joiner()
-    seen: set[tuple[int, int]] = set(skip_inodes or ())
+def _key(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_dev, st.st_ino)
+
+
+def _name_keys(path: str) -> list[tuple[str, tuple[int, int] | None]]:
+    out: list[tuple[str, tuple[int, int] | None]] = []
     for gen in generations(path):
         try:
-            f = open(gen, "rb")  # noqa: SIM115  (closed below; a generator holds it)
+            out.append((gen, _key(os.stat(gen))))
         except FileNotFoundError:
-            continue                           # rotated away between listing and opening
-        with f:
-            st = os.fstat(f.fileno())
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
+            out.append((gen, None))
+    return out
+
+
+def open_generations(path: str, attempts: int = 50) -> list[BinaryIO]:
+    """Every generation open, oldest first, one file per inode, as a consistent snapshot:
+    the names are listed again after opening and the whole is retried when a rotation
+    moved them meanwhile (it would otherwise skip or repeat a generation)."""
+    files: list[BinaryIO] = []
+    for _ in range(attempts):
+        files = []
+        opened: list[tuple[str, tuple[int, int] | None]] = []
+        for gen in generations(path):
+            try:
+                new: BinaryIO = open(gen, "rb")  # noqa: SIM115  (the caller closes it)
+            except FileNotFoundError:
+                opened.append((gen, None))
                 continue
+            files.append(new)
+            opened.append((gen, _key(os.fstat(new.fileno()))))
+        if opened == _name_keys(path):
+            break
+        for old in files:
+            old.close()
+        files = []
+        time.sleep(0.001)
+    else:
+        files = []                                  # still moving: the best we can
+        for gen in generations(path):
+            try:
+                files.append(open(gen, "rb"))  # noqa: SIM115
+            except FileNotFoundError:
+                continue
+    seen: set[tuple[int, int]] = set()
+    unique: list[BinaryIO] = []
+    for f in files:
+        key = _key(os.fstat(f.fileno()))
+        if key in seen:
+            f.close()                               # the live log linked as <log>.1
+        else:
             seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def _all_records(path: str) -> Iterator[LogRecord]:
+    joiner = _Joiner()
+    files = open_generations(path)
+    try:
+        for f in files:
             yield from _read_file_lines(f, joiner)
+    finally:
+        for f in files:
+            f.close()
     yield from joiner.flush()
 
 
@@ -199,12 +247,11 @@ def read_logs(path: str, *, stdout: bool = True, stderr: bool = True,
 # -- following ----------------------------------------------------------------------------
 
 class _LiveFile:
-    """The current log file, read as it grows; whole lines only."""
+    """A log file read as it grows; whole lines only."""
 
-    def __init__(self, path: str) -> None:
-        self.f = open(path, "rb")  # noqa: SIM115  (closed by close())
-        st = os.fstat(self.f.fileno())
-        self.key = (st.st_dev, st.st_ino)
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.key = _key(os.fstat(f.fileno()))
         self.buf = b""
 
     def lines(self) -> Iterator[bytes]:
@@ -223,10 +270,22 @@ class _LiveFile:
 
 def _current_key(path: str) -> tuple[int, int] | None:
     try:
-        st = os.stat(path)
+        return _key(os.stat(path))
     except FileNotFoundError:
         return None
-    return (st.st_dev, st.st_ino)
+
+
+def _newer_than(path: str, key: tuple[int, int]) -> list[BinaryIO]:
+    """The generations written after the file ``key``, oldest first (all of them when that
+    file was dropped already: every one left is newer)."""
+    files = open_generations(path)
+    keys = [_key(os.fstat(f.fileno())) for f in files]
+    if key in keys:
+        cut = keys.index(key) + 1
+        for f in files[:cut]:
+            f.close()
+        files = files[cut:]
+    return files
 
 
 def follow_logs(path: str, *, stdout: bool = True, stderr: bool = True,
@@ -234,35 +293,26 @@ def follow_logs(path: str, *, stdout: bool = True, stderr: bool = True,
                 tail: int | None = None, stop: Callable[[], bool],
                 poll: float = 0.1) -> Iterator[LogRecord]:
     """:func:`read_logs`, then every new line as conmon writes it, across rotations (when
-    ``path`` names a new inode, the old file is read to its end first). Returns once
+    ``path`` names a new inode, the file being read is finished, then every generation
+    written after it, so several rotations between two polls lose nothing). Returns once
     ``stop()`` is true and all that was written has been yielded, or past ``until``."""
     flt = _Filter(stdout, stderr, since, until)
     joiner = _Joiner()
-    while True:                                # the live file first: it cannot be missed
-        try:
-            live = _LiveFile(path)
+    while True:
+        files = open_generations(path)
+        if files:
             break
-        except FileNotFoundError:
-            if stop():
-                return
-            time.sleep(poll)
+        if stop():
+            return
+        time.sleep(poll)
+    live = _LiveFile(files[-1])
+    older = files[:-1]
+    past_until = False
 
     def history() -> Iterator[LogRecord]:
-        seen = {live.key}
-        for gen in generations(path)[:-1]:
-            try:
-                f = open(gen, "rb")  # noqa: SIM115
-            except FileNotFoundError:
-                continue
-            with f:
-                st = os.fstat(f.fileno())
-                if (st.st_dev, st.st_ino) in seen:
-                    continue
-                seen.add((st.st_dev, st.st_ino))
-                yield from _read_file_lines(f, joiner)
+        for f in older:
+            yield from _read_file_lines(f, joiner)
         yield from _read_file_lines(live.lines(), joiner)
-
-    past_until = False
 
     def kept(records: Iterable[LogRecord]) -> Iterator[LogRecord]:
         nonlocal past_until
@@ -273,47 +323,56 @@ def follow_logs(path: str, *, stdout: bool = True, stderr: bool = True,
             if flt.keep(r):
                 yield r
 
+    def drain() -> Iterator[LogRecord]:
+        """What the live file has now, as records."""
+        for line in live.lines():
+            rec = joiner.feed(line)
+            if rec is not None:
+                yield rec
+
     try:
         yield from _tail(kept(history()), tail)
+        for f in older:
+            f.close()
+        older = []
         if past_until:
             return
         while True:
             # sampled before the read, so what was written before stop() turned true is read
             stopping = stop() or (until is not None and time.time() > until)
             got = False
-            for line in live.lines():
+            for rec in drain():
                 got = True
-                new = joiner.feed(line)
-                if new is None:
-                    continue
-                if flt.until is not None and new.ns > flt.until:
+                yield from kept([rec])
+                if past_until:
                     return
-                if flt.keep(new):
-                    yield new
             key = _current_key(path)
             if key is not None and key != live.key:
-                for line in live.lines():     # finish the rotated-away file
-                    new = joiner.feed(line)
-                    if new is None:
-                        continue
-                    if flt.until is not None and new.ns > flt.until:
-                        return
-                    if flt.keep(new):
-                        yield new
+                yield from kept(drain())           # finish the rotated-away file
+                if past_until:
+                    return
+                newer = _newer_than(path, live.key)
+                if not newer:
+                    continue
                 live.close()
+                live = _LiveFile(newer[-1])
                 try:
-                    live = _LiveFile(path)
-                except FileNotFoundError:
-                    pass
+                    for f in newer[:-1]:           # whole generations rotated meanwhile
+                        yield from kept(_read_file_lines(f, joiner))
+                        if past_until:
+                            return
+                finally:
+                    for f in newer[:-1]:
+                        f.close()
                 continue
             if stopping:
-                for rec in joiner.flush():
-                    if flt.keep(rec):
-                        yield rec
+                yield from kept(joiner.flush())
                 return
             if not got:
                 time.sleep(poll)
     finally:
+        for f in older:
+            f.close()
         live.close()
 
 
@@ -409,23 +468,27 @@ def parse_log_opts(opts: dict[str, str]) -> tuple[int, int]:
 
 
 def rotate_generations(path: str, max_file: int) -> None:
-    """Before conmon starts: shift ``<log>.k`` to ``<log>.k+1``, drop those past
-    ``max_file - 1``, and hard-link the live log as ``<log>.1`` so the inode conmon will
-    rename away on its first rotation survives. Nothing changes when ``<log>.1`` already
-    is the live log."""
+    """Before conmon starts: a non-empty live log becomes ``<log>.1`` (older ones shift up,
+    those past ``max_file - 1`` are dropped), so conmon, whose size count starts at 0,
+    starts a fresh file and each file stays within ``max-size``. ``max_file`` 1 only drops
+    numbered generations."""
     keep = max(max_file - 1, 0)
-    live = _current_key(path)
-    first = _current_key(f"{path}.1")
-    if live is not None and live == first and keep >= 1:
-        return
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    shift = keep >= 1 and st is not None and st.st_size > 0
     numbered = sorted((int(p.rsplit(".", 1)[1]), p) for p in generations(path)[:-1])
+    if shift and st is not None and _current_key(f"{path}.1") == _key(st):
+        os.unlink(path)                            # already kept as <log>.1 (older engine)
+        shift = False
     for k, gen in reversed(numbered):
-        if k + 1 <= keep:
+        if shift and k + 1 <= keep:
             os.replace(gen, f"{path}.{k + 1}")
-        else:
+        elif k > keep or shift:
             try:
                 os.unlink(gen)
             except FileNotFoundError:
                 pass
-    if keep >= 1 and live is not None:
-        os.link(path, f"{path}.1")
+    if shift:
+        os.replace(path, f"{path}.1")

@@ -19,6 +19,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 
+from isobox.engine.logrotate import PRELOAD_VAR, monitor_env
 from isobox.errors import SystemSetupError
 
 CONMON_CANDIDATES = ("/usr/bin/conmon", "/usr/libexec/podman/conmon", "/usr/local/bin/conmon")
@@ -49,6 +50,7 @@ class MonitorRequest:
     persist_dir: str
     exit_command: list[str]
     log_size_max: int = 0
+    log_max_file: int = 1              # >1: keep that many generations (engine/logrotate.py)
     terminal: bool = False
     stdin: bool = False
     env: dict[str, str] = field(default_factory=dict)
@@ -76,23 +78,29 @@ def monitor_argv(req: MonitorRequest) -> list[str]:
     return argv
 
 
+SPAWN_SCRIPT = (f'cd "$0" || exit 1; if [ -n "${PRELOAD_VAR}" ]; then '
+                f'LD_PRELOAD="${PRELOAD_VAR}" exec "$@"; fi; exec "$@"')
+
+
 def spawn_monitor(req: MonitorRequest) -> tuple[int, int]:
     """Start conmon, which creates the container; return (container pid, conmon pid).
 
     Raises SystemSetupError with the runtime's own message when ``create`` fails."""
     argv = monitor_argv(req)
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+           "_OCI_SYNCPIPE": "3", **req.env,
+           **monitor_env(req.log_path, req.log_size_max, req.log_max_file)}
     os.makedirs(req.persist_dir, mode=0o700, exist_ok=True)
     sync_r, sync_w = os.pipe()
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-           "_OCI_SYNCPIPE": "3", **req.env}
     try:
         actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
                    (os.POSIX_SPAWN_DUP2, devnull, 2), (os.POSIX_SPAWN_DUP2, sync_w, 3)]
         try:
             # conmon writes an "oom" file into its working directory (as well as into
-            # the persist dir): start it in the persist dir, never in the caller's.
-            shell = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', req.persist_dir, *argv]
+            # the persist dir): start it in the persist dir, never in the caller's. The
+            # log-rotation library is preloaded into conmon only, not into this shell.
+            shell = ["/bin/sh", "-c", SPAWN_SCRIPT, req.persist_dir, *argv]
             first = os.posix_spawn(shell[0], shell, env, file_actions=actions, setsid=True)
         except OSError as e:
             raise SystemSetupError(f"cannot start {argv[0]}: {e.strerror}") from None

@@ -114,4 +114,6 @@ class CreateOptions:
     runtime: str = ""                             # "" = isobox-runtime
     auto_remove: bool = False
     log_opts: dict[str, str] = field(default_factory=dict)   # max-size, max-file
-    isolation: str = "container"
+    isolation: str = "container"                  # "container" or "vm"
+    vm_kernel: str = ""                           # --kernel: a guest kernel of the user's
+    vm_initrd: str = ""                           # --initrd: an initramfs of the user's

@@ -13,6 +13,7 @@ from typing import Any
 from isobox.errors import NotFoundError, SystemSetupError
 
 DEFAULT_RUNTIME = "isobox-runtime"
+VM_RUNTIME = "isobox-vm-runtime"
 
 
 def runtime_path(name: str = "") -> str:

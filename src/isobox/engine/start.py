@@ -74,7 +74,7 @@ def start_locked(engine: Engine, row: ContainerRow, *, attach: bool = False,
             conmon_pidfile=lay.conmon_pidfile(cid), log_path=lay.log_path(cid),
             exit_dir=lay.exits_dir, persist_dir=persist,
             exit_command=exit_hook_command(lay.root, lay.run_dir, cid, marker),
-            log_size_max=log_size, terminal=bool(opts.get("tty")),
+            log_size_max=log_size, log_max_file=log_files, terminal=bool(opts.get("tty")),
             stdin=bool(opts.get("open_stdin"))))
         try:
             if attach:
@@ -96,6 +96,9 @@ def start_locked(engine: Engine, row: ContainerRow, *, attach: bool = False,
                      started_at=time.time(), finished_at=0, exit_code=0, oom_killed=0,
                      manually_stopped=0, epoch=lay.epoch(), error="")
     engine.event(row, "start")
+    from isobox.engine.health import start_checker  # health checks: the per-container loop
+
+    start_checker(engine, engine.reload(cid))
     return session
 
 
@@ -199,6 +202,8 @@ def refresh_hosts(engine: Engine, cid: str) -> None:
     ip = next((str(e.get("ip") or "") for e in eps.values()), "")
     try:
         write_hosts(engine, row, str(row.options.get("hostname_resolved") or cid[:12]), ip)
+        if row.options.get("isolation") == "vm":  # a guest has its own copy: push it
+            engine.runtime(row).run("sync-files", cid, check=False, timeout=20)
     except (OSError, IsoboxError):
         pass
 

@@ -13,12 +13,13 @@ import time
 
 
 class RuntimeLog:
-    __slots__ = ("debug_enabled", "fmt", "path")
+    __slots__ = ("debug_enabled", "fmt", "path", "prog")
 
     def __init__(self, path: str | None = None, fmt: str = "text", debug: bool = False) -> None:
         self.path = path
         self.fmt = fmt
         self.debug_enabled = debug
+        self.prog = "isobox-runtime"
 
     def _write(self, level: str, msg: str) -> None:
         if not self.path:
@@ -43,12 +44,12 @@ class RuntimeLog:
 
     def error(self, msg: str) -> None:
         self._write("error", msg)
-        print(f"isobox-runtime: error: {msg}", file=sys.stderr)
+        print(f"{self.prog}: error: {msg}", file=sys.stderr)
 
     def warning(self, msg: str) -> None:
         self._write("warning", msg)
         if self.debug_enabled or not self.path:
-            print(f"isobox-runtime: warning: {msg}", file=sys.stderr)
+            print(f"{self.prog}: warning: {msg}", file=sys.stderr)
 
     def debug(self, msg: str) -> None:
         if self.debug_enabled:

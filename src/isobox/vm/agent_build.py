@@ -1,0 +1,71 @@
+"""Build the guest agent (guest/agent.c) into a static binary, cached by the hash of the
+source and of the compiler's version, so an upgraded compiler or an edited agent rebuilds."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from isobox.errors import SystemSetupError
+
+AGENT_SOURCE = Path(__file__).parent / "guest" / "agent.c"
+AGENT_NAME = "isobox-agent"
+# -Werror is for the tests (tests/vm/test_vm_agent.py): a newer compiler's new warning must
+# not stop a user's VM from starting.
+CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-static", "-O2", "-s")
+_SETUP_HINT = "install gcc and libc6-dev (`make deps` does)"
+
+
+def _compiler() -> str:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise SystemSetupError(f"no C compiler (cc) to build the VM guest agent: {_SETUP_HINT}")
+    return cc
+
+
+def _compiler_version(cc: str) -> bytes:
+    try:
+        proc = subprocess.run([cc, "--version"], capture_output=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SystemSetupError(f"{cc} --version failed ({e}): {_SETUP_HINT}") from None
+    return proc.stdout
+
+
+def agent_binary(cache_dir: Path) -> Path:
+    """The static agent binary for the current source and compiler (built when missing)."""
+    try:
+        source = AGENT_SOURCE.read_bytes()
+    except OSError as e:
+        raise SystemSetupError(f"guest agent source {AGENT_SOURCE}: {e.strerror}") from None
+    cc = _compiler()
+    key = hashlib.sha256()
+    for part in (source, _compiler_version(cc), " ".join(CFLAGS).encode()):
+        key.update(hashlib.sha256(part).digest())
+    out_dir = cache_dir / "agent" / key.hexdigest()
+    out = out_dir / AGENT_NAME
+    if out.is_file():
+        return out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{AGENT_NAME}.", dir=out_dir)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *CFLAGS, "-o", tmp, str(AGENT_SOURCE)],
+                              capture_output=True, text=True, timeout=300, check=False)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+            raise SystemSetupError(f"compiling the VM guest agent ({AGENT_SOURCE}) failed "
+                                   f"with exit code {proc.returncode}: {tail}\n"
+                                   f"(a static build needs gcc and libc6-dev: {_SETUP_HINT})")
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return out

@@ -1,0 +1,171 @@
+"""The ``isobox-vm-runtime`` command line: runc's verbs and flags (the subset conmon, the
+isobox engine and podman use), parsed by isobox-runtime's table-driven parser."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from isobox import __version__
+from isobox.errors import ConfigError, IsoboxError
+from isobox.runtime.cli import GLOBAL_FLAGS, UsageError, parse_flags
+from isobox.runtime.log import LOG
+
+PROG = "isobox-vm-runtime"
+_CREATE = {"bundle": "str", "b": "=bundle", "console-socket": "str", "pid-file": "str",
+           "no-pivot": "bool", "no-new-keyring": "bool", "preserve-fds": "int"}
+COMMANDS: dict[str, tuple[dict[str, str], str, str]] = {
+    "create": (_CREATE, "ID", "start the VM; its workload waits for start"),
+    "start": ({}, "ID", "run the workload of a created VM"),
+    "state": ({}, "ID", "print the state of a VM as JSON"),
+    "kill": ({"all": "bool", "a": "=all"}, "ID [SIGNAL]", "signal the workload (KILL: the VM)"),
+    "delete": ({"force": "bool", "f": "=force"}, "ID", "delete a VM"),
+    "exec": ({"console-socket": "str", "cwd": "str", "env": "list", "e": "=env", "tty": "bool",
+              "t": "=tty", "user": "str", "u": "=user", "process": "str", "p": "=process",
+              "detach": "bool", "d": "=detach", "pid-file": "str", "cap": "list",
+              "c": "=cap", "no-new-privs": "bool", "preserve-fds": "int"},
+             "ID [COMMAND [ARG...]]", "run a process in the VM through its agent"),
+    "list": ({"format": "str", "f": "=format", "quiet": "bool", "q": "=quiet"}, "",
+             "list VMs"),
+    "pause": ({}, "ID", "pause the VM's vCPUs"),
+    "resume": ({}, "ID", "resume a paused VM"),
+    "features": ({}, "", "print the runtime's features as JSON"),
+    "sync-files": ({}, "ID", "copy the bundle's /etc/hosts, resolv.conf, hostname to the guest"),
+}
+
+
+def usage() -> str:
+    lines = [f"usage: {PROG} [global flags] COMMAND [flags] ARGS", "",
+             "An OCI runtime (runc-compatible) that runs each bundle as a QEMU micro-VM.", "",
+             "Commands:"]
+    lines += [f"  {n:<9} {u:<26} {s}" for n, (_, u, s) in COMMANDS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _need_id(cmd: str, pos: list[str], extra_ok: bool = False) -> str:
+    if not pos:
+        raise UsageError(f'"{cmd}" requires a container ID')
+    if len(pos) > 1 and not extra_ok:
+        raise UsageError(f'"{cmd}" takes one container ID, got {len(pos)} arguments')
+    return pos[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    LOG.prog = PROG
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        gflags, rest = parse_flags(args, GLOBAL_FLAGS, stop_at_positional=True)
+    except UsageError as e:
+        LOG.error(str(e))
+        return 1
+    LOG.path = gflags.get("log")
+    LOG.fmt = gflags.get("log-format", "text") if gflags.get("log-format") in ("text", "json") \
+        else "text"
+    LOG.debug_enabled = bool(gflags.get("debug"))
+    if gflags.get("version"):
+        sys.stdout.write(f"{PROG} version {__version__}\nspec: 1.2.0\n")
+        return 0
+    if gflags.get("help") or not rest or rest[0] == "help":
+        sys.stdout.write(usage())
+        return 0 if gflags.get("help") or rest else 1
+    cmd, cmd_args = rest[0], rest[1:]
+    if cmd not in COMMANDS:
+        LOG.error(f"unknown command {cmd!r}; see {PROG} --help")
+        return 1
+    try:
+        flags, pos = parse_flags(cmd_args, {**COMMANDS[cmd][0], "help": "bool", "h": "=help"},
+                                 stop_at_positional=cmd == "exec")
+        if flags.get("help"):
+            sys.stdout.write(f"usage: {PROG} {cmd} [flags] {COMMANDS[cmd][1]}\n")
+            return 0
+        from isobox.vm.runtime.state import DEFAULT_ROOT, VMStore
+
+        store = VMStore(os.path.abspath(gflags.get("root", DEFAULT_ROOT)))
+        return dispatch(cmd, flags, pos, store)
+    except IsoboxError as e:
+        LOG.error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except OSError as e:
+        LOG.error(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        return 1
+
+
+def dispatch(cmd: str, flags: dict[str, Any], pos: list[str], store: Any) -> int:
+    from isobox.vm.runtime import control
+
+    if cmd == "create":
+        from isobox.vm.runtime.create import create
+
+        create(store, _need_id(cmd, pos), flags.get("bundle"), flags.get("pid-file"),
+               flags.get("console-socket"))
+        return 0
+    if cmd == "start":
+        control.start(store, _need_id(cmd, pos))
+        return 0
+    if cmd == "state":
+        sys.stdout.write(json.dumps(control.state(store, _need_id(cmd, pos)), indent=2) + "\n")
+        return 0
+    if cmd == "kill":
+        from isobox.runtime.signals import parse_signal
+
+        vid = _need_id(cmd, pos, extra_ok=True)
+        if len(pos) > 2:
+            raise UsageError('"kill" takes a container ID and an optional signal')
+        try:
+            sig = parse_signal(pos[1]) if len(pos) > 1 else 15
+        except ValueError as e:
+            raise ConfigError("signal", str(e)) from None
+        control.kill(store, vid, sig)
+        return 0
+    if cmd == "delete":
+        from isobox.errors import NotFoundError
+
+        try:
+            control.delete(store, _need_id(cmd, pos), bool(flags.get("force")))
+        except NotFoundError:
+            if not flags.get("force"):
+                raise
+        return 0
+    if cmd in ("pause", "resume"):
+        control.pause(store, _need_id(cmd, pos), resume=cmd == "resume")
+        return 0
+    if cmd == "exec":
+        from isobox.vm.runtime.exec import exec_command
+
+        vid = _need_id(cmd, pos, extra_ok=True)
+        return exec_command(store, vid, flags, pos[1:])
+    if cmd == "list":
+        return _list(store, flags)
+    if cmd == "sync-files":
+        control.sync_files(store, _need_id(cmd, pos))
+        return 0
+    if cmd == "features":
+        sys.stdout.write(json.dumps({"ociVersionMin": "1.0.0", "ociVersionMax": "1.2.0",
+                                     "annotations": {"org.isobox.vm.isolation": "vm"}},
+                                    indent=2) + "\n")
+        return 0
+    raise UsageError(f"unknown command {cmd!r}")
+
+
+def _list(store: Any, flags: dict[str, Any]) -> int:
+    from isobox.vm.runtime import control
+
+    states = []
+    for vid in store.ids():
+        try:
+            states.append(control.state(store, vid))
+        except IsoboxError:
+            continue
+    if flags.get("quiet"):
+        sys.stdout.write("".join(s["id"] + "\n" for s in states))
+    elif flags.get("format") == "json":
+        sys.stdout.write(json.dumps(states) + "\n")
+    else:
+        sys.stdout.write("ID  PID  STATUS  BUNDLE\n")
+        sys.stdout.write("".join(f"{s['id']}  {s['pid']}  {s['status']}  {s['bundle']}\n"
+                                 for s in states))
+    return 0

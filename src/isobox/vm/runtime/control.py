@@ -1,0 +1,215 @@
+"""``start``, ``kill``, ``delete``, ``state``, ``pause``/``resume`` of a micro-VM."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from isobox.errors import ConflictError, IsoboxError, SystemSetupError
+from isobox.vm.runtime.state import CTL_PORTS, VMState, VMStore
+
+BOOT_TIMEOUT_ENV = "ISOBOX_VM_BOOT_TIMEOUT"
+DEFAULT_BOOT_TIMEOUT = 60.0
+MAIN_SESSION = 0  # the agent's name for the workload started by `start`
+
+
+def boot_timeout() -> float:
+    try:
+        return float(os.environ.get(BOOT_TIMEOUT_ENV, "") or DEFAULT_BOOT_TIMEOUT)
+    except ValueError:
+        return DEFAULT_BOOT_TIMEOUT
+
+
+@contextmanager
+def control_port(st: VMState, first: int = 0) -> Iterator[int]:
+    """A control port no other host process is using (QEMU serves one client per port):
+    the first free one from ``first``, else wait for ``first``."""
+    order = [n % CTL_PORTS for n in range(first, first + CTL_PORTS)]
+    for n in order:
+        fd = os.open(st.ctl_lock(n), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield n
+        finally:
+            os.close(fd)
+        return
+    fd = os.open(st.ctl_lock(first), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield first
+    finally:
+        os.close(fd)
+
+
+def connect(st: VMState, n: int, timeout: float) -> Any:
+    from isobox.vm.agent_client import AgentConnection
+
+    try:
+        return AgentConnection(Path(st.ctl_socket(n)), timeout=timeout)
+    except IsoboxError as e:
+        raise SystemSetupError(f"the VM's guest agent did not answer: {e}; last console lines: "
+                               f"{console_tail(st)}") from None
+
+
+def console_tail(st: VMState, lines: int = 4) -> str:
+    try:
+        with open(st.console_log, errors="replace") as f:
+            text = f.read()[-4000:]
+    except OSError:
+        return "none"
+    return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:]) or "none"
+
+
+def start(store: VMStore, vid: str) -> None:
+    import json
+
+    st = store.load(vid)
+    status = st.status()
+    if status == "stopped":
+        from isobox.vm.runtime.create import log_tail
+
+        raise ConflictError(f"cannot start a VM that has stopped (qemu: {log_tail(st.qemu_log)};"
+                            f" console: {console_tail(st)})")
+    if status != "created":
+        raise ConflictError(f"cannot start an already {status} container")
+    with open(os.path.join(st.bundle, "config.json")) as f:
+        process = json.load(f)["process"]
+    user = process.get("user") or {}
+    size = process.get("consoleSize") or {}
+    with control_port(st) as n:
+        conn = connect(st, n, boot_timeout())
+        try:
+            conn.exec(args=list(process["args"]), env=list(process.get("env") or []),
+                      cwd=str(process.get("cwd") or "/"), uid=int(user.get("uid", 0)),
+                      gid=int(user.get("gid", 0)),
+                      additional_gids=[int(g) for g in user.get("additionalGids") or []],
+                      terminal=bool(process.get("terminal")), rows=int(size.get("height", 0)),
+                      cols=int(size.get("width", 0)), main=True, stdin=_stdin_open(),
+                      net=st.net or None, files=etc_files(process_mounts(st.bundle)))
+        finally:
+            conn.close()
+    st.started = True
+    st.save()
+
+
+ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+
+
+def process_mounts(bundle: str) -> list[dict[str, Any]]:
+    import json
+
+    with open(os.path.join(bundle, "config.json")) as f:
+        return list(json.load(f).get("mounts") or [])
+
+
+def etc_files(mounts: list[dict[str, Any]]) -> dict[str, str]:
+    """The engine's /etc/hosts, resolv.conf and hostname (bind mounts for a container):
+    their content goes to the guest, which writes them into its root before the workload."""
+    files: dict[str, str] = {}
+    for m in mounts:
+        dest = m.get("destination")
+        if dest in ETC_FILES and m.get("source"):
+            try:
+                with open(m["source"]) as f:
+                    files[dest] = f.read(65536)
+            except OSError:
+                continue
+    return files
+
+
+def sync_files(store: VMStore, vid: str) -> None:
+    """The engine rewrote /etc/hosts (a peer joined or left): give the guest the new copy."""
+    st = store.load(vid)
+    if st.status() != "running":
+        return
+    files = etc_files(process_mounts(st.bundle))
+    if not files:
+        return
+    with control_port(st, first=1) as n:
+        conn = connect(st, n, 10.0)
+        try:
+            conn.exec([], files=files).wait(10.0)
+        finally:
+            conn.close()
+
+
+def _stdin_open() -> bool:
+    """conmon gives the runtime /dev/null as stdin unless the container has ``-i``."""
+    import stat
+
+    try:
+        s = os.fstat(0)
+    except OSError:
+        return False
+    return not (stat.S_ISCHR(s.st_mode) and os.major(s.st_rdev) == 1 and os.minor(s.st_rdev) == 3)
+
+
+def kill(store: VMStore, vid: str, sig: int) -> None:
+    st = store.load(vid)
+    if not st.alive():
+        raise ConflictError("container not running")
+    if sig == signal.SIGKILL or not st.started:
+        os.kill(st.pid, signal.SIGKILL)
+        return
+    with control_port(st) as n:
+        conn = connect(st, n, 5.0)
+        try:
+            conn.signal(MAIN_SESSION, sig)
+        finally:
+            conn.close()
+
+
+def delete(store: VMStore, vid: str, force: bool) -> None:
+    st = store.load(vid)
+    if st.alive():
+        if not force and st.status() != "created":
+            raise ConflictError(f"cannot delete container {vid} that is not stopped: "
+                                f"{st.status()}")
+        os.kill(st.pid, signal.SIGKILL)
+        _wait_gone(st, 5.0)
+    if st.cgroup:
+        from isobox.cgroups.manager import CgroupManager
+
+        try:
+            CgroupManager.from_state(st.cgroup).destroy()
+        except IsoboxError:
+            pass
+    from isobox.images.store import remove_tree
+
+    remove_tree(st.dir)
+
+
+def _wait_gone(st: VMState, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while st.alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def state(store: VMStore, vid: str) -> dict[str, Any]:
+    st = store.load(vid)
+    status = st.status()
+    return {"ociVersion": "1.2.0", "id": vid, "status": status,
+            "pid": st.pid if status != "stopped" else 0, "bundle": st.bundle,
+            "created": st.created, "annotations": st.annotations}
+
+
+def pause(store: VMStore, vid: str, resume: bool) -> None:
+    st = store.load(vid)
+    if not st.alive():
+        raise ConflictError("container not running")
+    from isobox.vm.qmp import QMPClient
+
+    with QMPClient(Path(st.qmp_socket)) as qmp:
+        qmp.execute("cont" if resume else "stop")
+    st.paused = not resume
+    st.save()

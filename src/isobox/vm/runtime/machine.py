@@ -1,0 +1,92 @@
+"""From a bundle's ``config.json`` to the QEMU machine that runs it.
+
+The engine passes what only a VM needs as annotations (``org.isobox.vm.*``): the instance's
+disk, the cache of kernels/initramfs/agent, a user kernel or initrd. Guest RAM and vCPUs come
+from ``linux.resources`` (``--memory``, ``--cpus``), as a container's limits would.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from isobox.errors import ConfigError
+from isobox.vm.qemu import Drive, MachineSpec, SerialPort
+from isobox.vm.runtime.state import CTL_PORTS, VMState
+
+ANNOTATION = "org.isobox.vm."
+DEFAULT_CACHE = "/var/lib/isobox/vm"
+DEFAULT_MEMORY_MIB = 512
+MIN_MEMORY_MIB = 64
+MIB = 1 << 20
+
+
+def annotation(config: dict[str, Any], key: str, default: str = "") -> str:
+    return str((config.get("annotations") or {}).get(ANNOTATION + key, default))
+
+
+def guest_memory_mib(config: dict[str, Any]) -> int:
+    limit = (((config.get("linux") or {}).get("resources") or {}).get("memory") or {}).get("limit")
+    if not limit or int(limit) <= 0:
+        return DEFAULT_MEMORY_MIB
+    mib = int(limit) // MIB
+    if mib < MIN_MEMORY_MIB:
+        raise ConfigError("linux.resources.memory.limit", f"{int(limit)} bytes is too little "
+                          f"for a VM (minimum {MIN_MEMORY_MIB} MiB)")
+    return mib
+
+
+def guest_cpus(config: dict[str, Any]) -> int:
+    cpu = (((config.get("linux") or {}).get("resources") or {}).get("cpu") or {})
+    quota, period = int(cpu.get("quota") or 0), int(cpu.get("period") or 0)
+    cpus = math.ceil(quota / period) if quota > 0 and period > 0 else 1
+    return max(1, min(cpus, os.cpu_count() or 1))
+
+
+def host_memory_mib() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def kernel_cmdline(config: dict[str, Any], extra: str = "") -> str:
+    parts = []
+    hostname = str(config.get("hostname") or "")
+    if hostname:
+        parts.append(f"isobox.hostname={hostname}")
+    if extra:
+        parts.append(extra)
+    return " ".join(parts)
+
+
+def plan(config: dict[str, Any], st: VMState, *, accel: Any, kernel: Path, initrd: Path,
+         stderr_fd: int, debug: bool = False) -> MachineSpec:
+    """The machine for ``config``; ``stderr_fd`` is the fd QEMU inherits for the workload's
+    stderr (conmon's pipe), kept apart from QEMU's own stderr (its log file)."""
+    disk = annotation(config, "disk")
+    if not disk:
+        raise ConfigError("annotations", f"{ANNOTATION}disk is missing: a VM needs its root disk")
+    memory = guest_memory_mib(config)
+    host = host_memory_mib()
+    if host and memory >= host:
+        raise ConfigError("--memory", f"{memory} MiB is more memory than the host has "
+                          f"({host} MiB)")
+    if (config.get("process") or {}).get("terminal"):
+        ports = [SerialPort("isobox.stdio", ("serial", Path("/proc/self/fd/0")))]
+    else:  # apart: the end of stdin closes its port, which must not stop stdout
+        ports = [SerialPort("isobox.stdin", "stdio"),
+                 SerialPort("isobox.stdout", ("file", Path("/proc/self/fd/1")))]
+    ports += [SerialPort("isobox.stderr", ("file", Path(f"/proc/self/fd/{stderr_fd}"))),
+             SerialPort("isobox.status", ("file", Path(st.status_file)))]
+    ports += [SerialPort(f"isobox.ctl{n}", ("socket", Path(st.ctl_socket(n))))
+              for n in range(CTL_PORTS)]
+    return MachineSpec(
+        kernel=kernel, initrd=initrd, cmdline=kernel_cmdline(config),
+        memory_mib=memory, cpus=guest_cpus(config), accel=accel,
+        drives=[Drive(Path(disk), annotation(config, "disk-format", "qcow2"))],
+        ports=ports, qmp_socket=Path(st.qmp_socket),
+        console_log=Path(st.console_log))

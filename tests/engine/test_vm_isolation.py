@@ -1,0 +1,164 @@
+"""`isobox run --isolation vm`: OCI images as QEMU micro-VMs through the engine (TCG here).
+
+Each VM boots a real kernel under software emulation (about 3-5 s), so the group is marked
+`vm` and `slow`; it still runs in `make test`."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+
+import pytest
+from engine_helpers import Isobox
+
+from harness import RUN_PREFIX, wait_for
+
+pytestmark = [pytest.mark.engine, pytest.mark.vm, pytest.mark.slow]
+
+VM = ("--isolation", "vm")
+
+
+@pytest.fixture(autouse=True)
+def _needs_qemu() -> None:
+    if not os.path.exists("/usr/bin/qemu-system-x86_64"):
+        pytest.fail("qemu-system-x86 is not installed (make deps installs it)")
+
+
+def test_run_rm_streams_exit_code_and_own_kernel(isobox: Isobox) -> None:
+    p = isobox("run", "--rm", *VM, "--network", "none", "busybox", "sh", "-c",
+               "echo out; echo err >&2; uname -r; exit 3", check=False)
+    assert p.returncode == 3, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "out"
+    assert p.stderr == "err\n"
+    assert lines[1] != platform.release()  # the guest's kernel, not the host's
+    assert lines[1].endswith("-amd64")
+    assert isobox.ids() == []
+
+
+def test_stdin_reaches_the_guest_and_ends(isobox: Isobox) -> None:
+    p = isobox("run", "--rm", "-i", *VM, "--network", "none", "busybox", "tr", "a-z", "A-Z",
+               input_=b"hello vm\n")
+    assert p.stdout == "HELLO VM\n"
+
+
+def test_detached_vm_ps_exec_logs_stop(isobox: Isobox) -> None:
+    name = f"{RUN_PREFIX}vm1"
+    cid = isobox("run", "-d", "--name", name, *VM, "--network", "none", "--memory", "256m",
+                 "busybox", "sh", "-c",
+                 'echo started; trap "echo bye; exit 5" TERM; while :; do sleep 0.2; done'
+                 ).stdout.strip()
+    ps = [json.loads(line) for line in isobox("ps", "--format", "json").stdout.splitlines()]
+    mine = next(r for r in ps if r["Names"] == name)
+    assert mine["Isolation"] == "vm" and mine["State"] == "running"
+    assert "ISOLATION" in isobox("ps").stdout.splitlines()[0]
+    wait_for(lambda: "started" in isobox("logs", name).stdout, timeout=30)
+    ex = isobox("exec", name, "sh", "-c", "cat /proc/meminfo | head -1; exit 4", check=False)
+    assert ex.returncode == 4
+    total_kib = int(ex.stdout.split()[1])
+    assert 150_000 < total_kib <= 256 * 1024  # the guest has its --memory, not the host's
+    assert isobox("exec", name, "hostname").stdout.strip() == cid[:12]
+    info = json.loads(isobox("inspect", name).stdout)[0]
+    assert info["HostConfig"]["Isolation"] == "vm"
+    t0 = time.monotonic()
+    isobox("stop", "-t", "20", name)
+    assert time.monotonic() - t0 < 15  # the workload's TERM trap ran, no timeout kill
+    rec = isobox.record(name)
+    assert rec["status"] == "exited" and rec["exit_code"] == 5
+    assert "bye" in isobox("logs", name).stdout
+    isobox("rm", name)
+
+
+def test_kill_ends_the_vm(isobox: Isobox) -> None:
+    name = f"{RUN_PREFIX}vmk"
+    isobox("run", "-d", "--name", name, *VM, "--network", "none", "busybox", "sleep", "600")
+    isobox("kill", name)
+    wait_for(lambda: isobox.record(name)["status"] == "exited", timeout=20)
+    assert isobox.record(name)["exit_code"] == 137
+    out = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True).stdout
+    assert isobox.run_dir() not in out
+    isobox("rm", name)
+
+
+def test_vm_and_container_reach_each_other_by_name(isobox: Isobox) -> None:
+    net = f"{RUN_PREFIX}vmnet"
+    isobox("network", "create", net)
+    try:
+        vm = f"{RUN_PREFIX}vmweb"
+        ctr = f"{RUN_PREFIX}ctrweb"
+        isobox("run", "-d", "--name", vm, *VM, "--network", net, "busybox", "sh", "-c",
+               "mkdir -p /www && echo from-vm > /www/index.html && httpd -f -p 8080 -h /www")
+        isobox("run", "-d", "--name", ctr, "--network", net, "busybox", "sh", "-c",
+               "mkdir -p /www && echo from-ctr > /www/index.html && httpd -f -p 8080 -h /www")
+        got = {}
+
+        def fetched() -> bool:
+            p = isobox("exec", ctr, "wget", "-q", "-O", "-",
+                       f"http://{vm}:8080/", check=False)
+            got["ctr->vm"] = p.stdout
+            return p.returncode == 0
+
+        wait_for(fetched, timeout=60)
+        assert got["ctr->vm"] == "from-vm\n"
+        p = isobox("exec", vm, "wget", "-q", "-O", "-", f"http://{ctr}:8080/")
+        assert p.stdout == "from-ctr\n"
+    finally:
+        isobox("rm", "-f", f"{RUN_PREFIX}vmweb", f"{RUN_PREFIX}ctrweb", check=False)
+        isobox("network", "rm", net, check=False)
+
+
+def test_published_port_reaches_the_vm(isobox: Isobox) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = f"{RUN_PREFIX}vmpub"
+    isobox("run", "-d", "--name", name, *VM, "-p", f"127.0.0.1:{port}:80", "busybox", "sh",
+           "-c", "mkdir -p /www && echo published > /www/index.html && httpd -f -p 80 -h /www")
+    body = {}
+
+    def served() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                body["text"] = r.read().decode()
+            return True
+        except OSError:
+            return False
+
+    wait_for(served, timeout=60)
+    assert body["text"] == "published\n"
+    isobox("rm", "-f", name)
+
+
+@pytest.mark.parametrize("flags, field", [
+    (("-v", "/tmp:/mnt"), "--volume"),
+    (("--network", "host"), "--network host"),
+    (("--privileged",), "--privileged"),
+    (("--kernel", "/nonexistent/vmlinux"), "--kernel"),
+    (("--memory", "100g"), "--memory"),
+])
+def test_bad_vm_input_is_refused_cleanly(isobox: Isobox, flags: tuple[str, ...],
+                                         field: str) -> None:
+    p = isobox("run", "--rm", *VM, *flags, "busybox", "true", check=False)
+    assert p.returncode == 125, p.stderr
+    assert field in p.stderr and "Traceback" not in p.stderr
+    assert isobox.ids() == []
+
+
+def test_kernel_flag_without_vm_is_refused(isobox: Isobox) -> None:
+    p = isobox("run", "--rm", "--kernel", "/boot/vmlinuz", "busybox", "true", check=False)
+    assert p.returncode == 125 and "--isolation vm" in p.stderr
+
+
+def test_vm_that_does_not_come_up_leaves_nothing(isobox: Isobox) -> None:
+    env = {"ISOBOX_VM_BOOT_TIMEOUT": "0.5"}
+    p = isobox("run", "--rm", *VM, "--network", "none", "busybox", "true", check=False,
+               env=env)
+    assert p.returncode != 0
+    assert "guest agent did not answer" in p.stderr
+    assert isobox.ids() == []
