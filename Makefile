@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml scripts/launcher scripts/install-launcher
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	scripts/install-launcher $(PY) $(VENV)/bin/isobox-runtime isobox.runtime.cli
-	scripts/install-launcher $(PY) $(VENV)/bin/isobox-vm-runtime isobox.vm.runtime.cli
+	scripts/install-launcher $(PY) $(VENV)/bin/isobox-vm-runtime isobox.vm.runtime.cli --site
 	touch $(STAMP)
 
 # Bytecode, compiled ahead: this environment may set PYTHONDONTWRITEBYTECODE, and every

@@ -103,7 +103,11 @@ def image_demo(workdir: str) -> int:
                 break
             except OSError:
                 time.sleep(0.1)
-        for args in (["logs", "web"], ["rm", "-f", "web"], ["ps", "-a"]):
+        for args in (["logs", "web"], ["rm", "-f", "web"],
+                     # the same image as a micro-VM: its own kernel (QEMU; TCG without vmx/svm)
+                     ["run", "--rm", "--isolation", "vm", "busybox", "sh", "-c",
+                      "echo kernel $(uname -r) in a VM; ip -4 -o addr show eth0"],
+                     ["ps", "-a"]):
             print(f"\n$ isobox {' '.join(args)}", flush=True)
             subprocess.run([isobox, "--root", root, *args], check=False, env=env)
         return 0

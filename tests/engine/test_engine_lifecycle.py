@@ -110,6 +110,36 @@ def test_restart_on_failure_with_backoff(isobox: Isobox) -> None:
     assert isobox.record("flaky")["restart_count"] == 2
 
 
+def test_readers_do_not_cancel_a_restart_policy(isobox: Isobox) -> None:
+    """`ps` (which reconciles records) running while the exit hook is due must not record
+    the exit itself and so skip the restart."""
+    isobox("run", "-d", "--name", "watched", "--restart", "on-failure:2", "--network",
+           "none", "busybox", "sh", "-c", "sleep 0.3; exit 1")
+    import threading
+
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            isobox("ps", "-a")
+
+    readers = [threading.Thread(target=poll) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        wait_for(lambda: isobox.record("watched")["status"] == "exited"
+                 and isobox.record("watched")["restart_count"] >= 2, timeout=15)
+    except AssertionError:
+        pass  # the assertion below says what happened
+    finally:
+        done.set()
+        for t in readers:
+            t.join()
+    time.sleep(0.5)
+    rec = isobox.record("watched")
+    assert (rec["status"], rec["restart_count"]) == ("exited", 2)
+
+
 def test_restart_always_and_stop_wins(isobox: Isobox) -> None:
     isobox("run", "-d", "--name", "phoenix", "--restart", "always", "--network", "none",
            "busybox", "sleep", "300")

@@ -59,3 +59,19 @@ def test_cpus_half_a_core(isobox: Isobox) -> None:
     share = (u1 - u0) / 1e9 / (t1 - t0)
     assert 0.35 <= share <= 0.6, share
     isobox("rm", "-f", "spin")
+
+
+def test_device_permissions_are_enforced(isobox: Isobox) -> None:
+    """`--device SRC:DST:r` gives read access only (the runtime must not widen it to rwm).
+    /dev/loop-control is not one of the devices every container gets; it accepts an open for
+    reading or writing but no write(2) (EINVAL), so EPERM can only come from the cgroup."""
+    script = ("dd if=/dev/lc of=/dev/null count=0 2>/dev/null && echo read-ok; "
+              "echo x > /dev/lc")
+    ro = isobox("run", "--rm", "--network", "none", "--device",
+                "/dev/loop-control:/dev/lc:r", "busybox", "sh", "-c", script, check=False)
+    assert "read-ok" in ro.stdout
+    assert "Operation not permitted" in ro.stderr, ro.stderr
+    rw = isobox("run", "--rm", "--network", "none", "--device", "/dev/loop-control:/dev/lc",
+                "busybox", "sh", "-c", script, check=False)
+    assert "read-ok" in rw.stdout
+    assert "Operation not permitted" not in rw.stderr, rw.stderr

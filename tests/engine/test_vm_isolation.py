@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from engine_helpers import Isobox
@@ -63,6 +64,10 @@ def test_detached_vm_ps_exec_logs_stop(isobox: Isobox) -> None:
     assert isobox("exec", name, "hostname").stdout.strip() == cid[:12]
     info = json.loads(isobox("inspect", name).stdout)[0]
     assert info["HostConfig"]["Isolation"] == "vm"
+    isobox("pause", name)  # QMP stop: the vCPUs halt
+    assert isobox.record(name)["status"] == "paused"
+    isobox("unpause", name)
+    assert isobox("exec", name, "echo", "back").stdout == "back\n"
     t0 = time.monotonic()
     isobox("stop", "-t", "20", name)
     assert time.monotonic() - t0 < 15  # the workload's TERM trap ran, no timeout kill
@@ -136,7 +141,8 @@ def test_published_port_reaches_the_vm(isobox: Isobox) -> None:
 
 
 @pytest.mark.parametrize("flags, field", [
-    (("-v", "/tmp:/mnt"), "--volume"),
+    (("-v", "/etc/hostname:/mnt/h"), "--volume"),
+    (("--tmpfs", "/scratch"), "--tmpfs"),
     (("--network", "host"), "--network host"),
     (("--privileged",), "--privileged"),
     (("--kernel", "/nonexistent/vmlinux"), "--kernel"),
@@ -162,3 +168,61 @@ def test_vm_that_does_not_come_up_leaves_nothing(isobox: Isobox) -> None:
     assert p.returncode != 0
     assert "guest agent did not answer" in p.stderr
     assert isobox.ids() == []
+
+
+def test_host_directory_and_named_volume_are_shared(isobox: Isobox, tmp_path: Path) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "in.txt").write_text("host-data\n")
+    vol = f"{RUN_PREFIX}vmvol"
+    try:
+        p = isobox("run", "--rm", *VM, "--network", "none", "-v", f"{share}:/data",
+                   "-v", f"{vol}:/vol", "busybox", "sh", "-c",
+                   "cat /data/in.txt; echo from-guest > /data/out.txt; echo kept > /vol/v")
+        assert p.stdout == "host-data\n"
+        assert (share / "out.txt").read_text() == "from-guest\n"
+        p = isobox("run", "--rm", "--network", "none", "-v", f"{vol}:/vol", "busybox",
+                   "cat", "/vol/v")  # a container sees what the VM wrote
+        assert p.stdout == "kept\n"
+        p = isobox("run", "--rm", *VM, "--network", "none", "-v", f"{share}:/data:ro",
+                   "busybox", "sh", "-c", "echo x > /data/y", check=False)
+        assert p.returncode != 0 and "Read-only file system" in p.stderr
+        assert not (share / "y").exists()
+    finally:
+        isobox("volume", "rm", vol, check=False)
+
+
+def test_interactive_terminal(isobox: Isobox) -> None:
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.execve(isobox.binary(), ["isobox", "run", "--rm", "-it", *VM, "--network", "none",
+                                    "busybox", "sh"], isobox.env)
+    out = b""
+
+    def pump(seconds: float, until: bytes = b"") -> None:
+        nonlocal out
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not (until and until in out):
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return
+
+    try:
+        pump(90, until=b"/ # ")
+        assert b"/ # " in out, out
+        os.write(fd, b"tty; echo marker-$((6*7)); exit 4\r")
+        pump(30, until=b"marker-42")
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(fd)
+    assert b"/dev/pts/" in out and b"marker-42" in out
+    assert os.waitstatus_to_exitcode(status) == 4

@@ -483,7 +483,7 @@ def _boot(obj: CliContext) -> None:
 
 
 def _register_system_boot() -> None:
-    from isobox.cli.image_cmds import system
+    from isobox.cli.main import system
 
     @system.command(name="boot")
     @pass_ctx

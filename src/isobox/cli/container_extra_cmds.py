@@ -292,6 +292,10 @@ def top_rows(engine: Engine, ref: str, ps_args: tuple[str, ...]) -> tuple[list[s
     row = engine.get(ref)
     if engine.effective_status(row) not in ("running", "paused"):
         raise ConflictError(f"Container {row.id} is not running")
+    if row.options.get("isolation") == "vm":  # vmops: the guest's processes, via its agent
+        from isobox.engine.vm_guest import guest_processes
+
+        return guest_processes(engine, row, ps_args)
     pids = set(engine.runtime(row).ps_pids(row.id))
     args = list(ps_args) or ["-ef"]
     proc = subprocess.run(["ps", *args], capture_output=True, text=True, check=False)
@@ -528,7 +532,7 @@ def attach(obj: CliContext, no_stdin: bool, sig_proxy: bool, container: str) -> 
 # ------------------------------------------------------------------------ system
 
 def _system_group() -> click.Group:
-    from isobox.cli.image_cmds import system
+    from isobox.cli.main import system
 
     return system
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import click
 
 from isobox.cli.context import CliContext
-from isobox.cli.main import cli
+from isobox.cli.main import cli, system
 from isobox.cli.output import human_ago, human_size, print_json, print_table
 
 # isobox.images.* (sqlite3, the store) is imported inside the commands: every `isobox` call
@@ -20,11 +20,6 @@ pass_ctx = click.make_pass_decorator(CliContext)
 @cli.group()
 def image() -> None:
     """Manage images."""
-
-
-@cli.group()
-def system() -> None:
-    """Manage isobox itself."""
 
 
 def _ls(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool) -> None:

@@ -21,10 +21,51 @@ COMMAND_MODULES = (
     "isobox.cli.container_extra_cmds",
     "isobox.cli.network_cmds",
     "isobox.cli.volume_cmds",
+    "isobox.cli.vm_cmds",
+    "isobox.cli.snapshot_cmds",
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Which module defines each command, so one invocation imports only what it runs (importing
+# every command module costs tens of ms on each call). A command missing here, or a group
+# whose subcommands several modules add (image, system), makes all modules load; a test
+# keeps the table in line with what the modules register.
+COMMAND_TABLE: dict[str, str] = {
+    **dict.fromkeys(("run", "create", "start", "stop", "restart", "kill", "rm", "wait", "pause",
+                     "unpause", "logs", "exec", "ps"), "isobox.cli.container_cmds"),
+    **dict.fromkeys(("attach", "container", "cp", "diff", "events", "healthcheck", "info",
+                     "inspect", "port", "rename", "stats", "top", "update"),
+                    "isobox.cli.container_extra_cmds"),
+    **dict.fromkeys(("images", "rmi", "tag"), "isobox.cli.image_cmds"),
+    **dict.fromkeys(("login", "logout", "pull", "push"), "isobox.cli.registry_cmds"),
+    **dict.fromkeys(("export", "import", "load", "save"), "isobox.cli.archive_cmds"),
+    **dict.fromkeys(("build", "commit"), "isobox.cli.build_cmds"),
+    "network": "isobox.cli.network_cmds", "volume": "isobox.cli.volume_cmds",
+    "vm": "isobox.cli.vm_cmds", "snapshot": "isobox.cli.snapshot_cmds",
+    "version": "isobox.cli.main",
+}
+
+
+class LazyGroup(click.Group):
+    """Loads the module of the command being run, or every module when listing or unsure."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            module = COMMAND_TABLE.get(cmd_name)
+            if module is not None:
+                import importlib
+
+                importlib.import_module(module)
+            if cmd_name not in self.commands:
+                _register()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _register()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-v", "--version", message="isobox version %(version)s")
 @click.option("--root", envvar="ISOBOX_ROOT", default="/var/lib/isobox", show_default=True,
               help="Where isobox keeps images, layers and state.")
@@ -41,6 +82,11 @@ def cli(ctx: click.Context, root: str, log_level: str) -> None:
     obj = CliContext(os.path.abspath(root))
     ctx.obj = obj
     ctx.call_on_close(obj.close)
+
+
+@cli.group()
+def system() -> None:
+    """Manage isobox itself."""
 
 
 @cli.command()
@@ -61,7 +107,6 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _register()
     try:
         # Without standalone mode click returns a command's ``Exit`` code instead of raising.
         rv = cli.main(args=argv, prog_name="isobox", standalone_mode=False)

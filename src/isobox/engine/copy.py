@@ -81,6 +81,13 @@ def container_root(engine: Engine, ref: str) -> Iterator[tuple[ContainerRow, int
                 engine.snapshots.unmount(snap)
 
 
+def _vm(engine: Engine, ref: str) -> ContainerRow | None:
+    """The record of ``ref`` when it is a micro-VM: its files are on the guest's disk, reached
+    through the guest agent (engine.vm_copy) instead of a mounted root filesystem."""
+    row = engine.get(ref)
+    return row if row.options.get("isolation") == "vm" else None
+
+
 # ------------------------------------------------------------------------------ lookup
 
 def _not_found(path: str, row: ContainerRow) -> NotFoundError:
@@ -123,6 +130,10 @@ def efd_is_name(follow: bool, path: str) -> bool:
 
 def stat_path(engine: Engine, ref: str, path: str) -> PathStat:
     """``HEAD /containers/{id}/archive``: the entry at ``path`` (symlinks not followed)."""
+    if (vm := _vm(engine, ref)) is not None:
+        from isobox.engine.vm_copy import vm_stat
+
+        return vm_stat(engine, vm, path)
     with container_root(engine, ref) as (row, rootfd):
         try:
             pfd, efd, name = open_container_path(rootfd, path, follow=False)
@@ -201,6 +212,11 @@ def copy_from_container(engine: Engine, ref: str, path: str, out: BinaryIO, *,
 
     The top entry is the path's base name (``rename`` overrides it; ``""`` or a path
     ending ``/.`` puts a directory's contents at the top). ``owner`` overrides ownership."""
+    if (vm := _vm(engine, ref)) is not None:
+        from isobox.engine.vm_copy import vm_copy_from
+
+        return vm_copy_from(engine, vm, path, out, follow=follow,
+                            arcname=_archive_name(path, rename), owner=owner)
     with container_root(engine, ref) as (row, rootfd):
         try:
             pfd, efd, name = open_container_path(rootfd, path, follow=follow)
@@ -263,6 +279,11 @@ def _tar_file(tf: tarfile.TarFile, efd: int, st: os.stat_result, arcname: str,
 def copy_to_container(engine: Engine, ref: str, path: str, stream: BinaryIO) -> None:
     """Extract the tar ``stream`` into the existing directory ``path`` of the container
     (``docker cp - C:dir``, ``PUT /containers/{id}/archive``)."""
+    if (vm := _vm(engine, ref)) is not None:
+        from isobox.engine.vm_copy import vm_copy_to
+
+        vm_copy_to(engine, vm, path, stream)
+        return
     with container_root(engine, ref) as (row, rootfd):
         try:
             dfd = safepath.open_in_root(rootfd, path, os.O_PATH)
@@ -340,7 +361,11 @@ def copy_out(engine: Engine, ref: str, src: str, dest: str, *, follow: bool = Fa
     unpacker too: a hostile container cannot plant a symlink that redirects the write."""
     st = stat_path(engine, ref, src)
     src_is_dir = stat.S_ISDIR(st.mode)
-    if follow and stat.S_ISLNK(st.mode):
+    if follow and stat.S_ISLNK(st.mode) and (vm := _vm(engine, ref)) is not None:
+        from isobox.engine.vm_copy import resolved_kind
+
+        src_is_dir = resolved_kind(engine, vm, src) == "dir"
+    elif follow and stat.S_ISLNK(st.mode):
         src_is_dir = False
         with container_root(engine, ref) as (_row, rootfd), contextlib.suppress(OSError):
             fd = safepath.open_in_root(rootfd, src, os.O_PATH)
@@ -404,6 +429,10 @@ def copy_in(engine: Engine, ref: str, src: str, dest: str, *, follow: bool = Fal
 
 
 def _container_kind(engine: Engine, ref: str, path: str) -> str:
+    if (vm := _vm(engine, ref)) is not None:
+        from isobox.engine.vm_copy import resolved_kind
+
+        return resolved_kind(engine, vm, path)
     try:
         st = stat_path(engine, ref, path.rstrip("/") + ("/." if path.endswith("/") else ""))
     except NotFoundError:

@@ -87,11 +87,13 @@ def exec_in_container(engine: Engine, ref: str, req: ExecRequest) -> int:
         else:
             out = None
         try:
-            proc = subprocess.run(rt.argv(*args), stdin=stdin, stdout=out, stderr=out,
-                                  check=False)
+            proc = subprocess.Popen(rt.argv(*args), stdin=stdin, stdout=out, stderr=out)
         except OSError as e:
             raise SystemSetupError(f"cannot run {rt.path}: {e.strerror}") from None
+        from isobox.engine.sigproxy import wait_forwarding  # vmops: SIGTERM reaches the exec
+
+        code = wait_forwarding(proc)
         engine.event(row, "exec_start", execID=os.path.basename(path))
-        return proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+        return code if code >= 0 else 128 - code
     finally:
         os.unlink(path)

@@ -82,7 +82,12 @@ def reconcile_row(engine: Engine, row: ContainerRow) -> ContainerRow:
         return row  # an exit hook is waiting out the back-off
     if not exit_recorded(engine, row):
         return row
-    # Restart policies are the exit hook's job and `system boot`'s; a reader only records.
+    if monitor_alive(engine, row):
+        # the exit file is written and conmon has become the exit hook, which records the
+        # exit and applies the restart policy: a reader recording first would lose the restart
+        return row
+    # Restart policies are the exit hook's job and `system boot`'s; a reader only records
+    # what a dead monitor (killed, or a reboot) can no longer.
     handle_exit(engine, row.id, restart_allowed=False)
     return engine.db.get(row.id) or row
 

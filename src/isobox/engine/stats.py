@@ -57,6 +57,12 @@ def net_dev(pid: int) -> dict[str, dict[str, int]]:
             lines = f.read().splitlines()[2:]
     except OSError:
         return out
+    return net_dev_lines(lines)
+
+
+def net_dev_lines(lines: list[str]) -> dict[str, dict[str, int]]:
+    """The interface lines of a ``net/dev`` file (its two header lines removed)."""
+    out: dict[str, dict[str, int]] = {}
     keys = ("rx_bytes", "rx_packets", "rx_errors", "rx_dropped")
     tkeys = ("tx_bytes", "tx_packets", "tx_errors", "tx_dropped")
     for line in lines:
@@ -147,7 +153,32 @@ def sample(engine: Engine, row: ContainerRow) -> dict[str, Any]:
         pids["limit"] = int(raw["pids"]["limit"])
     base.update(cpu_stats=_cpu(raw, system_cpu_usage(), ncpu), memory_stats=_memory(raw),
                 pids_stats=pids, blkio_stats=_blkio(raw), networks=net_dev(row.pid))
+    if row.options.get("isolation") == "vm":
+        base["vm_stats"] = vm_stats(engine, row, base)
     return base
+
+
+def vm_stats(engine: Engine, row: ContainerRow, base: dict[str, Any]) -> dict[str, Any]:
+    """A VM's figures: ``host_*`` are QEMU's (its cgroup: guest RAM it touched plus QEMU's
+    own overhead, also in ``memory_stats``/``cpu_stats``), ``guest_*`` the guest kernel's
+    own (from its /proc through the agent). ``networks`` becomes the guest's NICs."""
+    from isobox.engine.vm_guest import guest_figures
+
+    guest = guest_figures(engine, row)
+    mem = base.get("memory_stats") or {}
+    out: dict[str, Any] = {"host_memory_usage": int(mem.get("usage") or 0),
+                           "host_memory_limit": int(mem.get("limit") or 0),
+                           "host_pids": int((base.get("pids_stats") or {}).get("current")
+                                            or 0)}
+    if "error" in guest:
+        out["guest_error"] = guest["error"]
+        return out
+    gm = guest["memory"]
+    out.update(guest_memory_total=gm["total"], guest_memory_used=gm["used"],
+               guest_memory_available=gm["available"], guest_memory_free=gm["free"],
+               guest_memory_cached=gm["cached"])
+    base["networks"] = guest["networks"]
+    return out
 
 
 def container_stats(engine: Engine, row: ContainerRow, *,
@@ -201,6 +232,9 @@ def summarize(stats: dict[str, Any]) -> StatsSummary:
     if inactive < usage:
         usage -= inactive
     limit = int(mem.get("limit") or 0)
+    vm = stats.get("vm_stats") or {}
+    if vm.get("guest_memory_total"):  # a VM: the guest's memory, as `free` in it shows
+        usage, limit = int(vm.get("guest_memory_used") or 0), int(vm["guest_memory_total"])
     rx = tx = 0
     for net in (stats.get("networks") or {}).values():
         rx += int(net.get("rx_bytes") or 0)

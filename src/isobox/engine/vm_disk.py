@@ -28,8 +28,11 @@ def check_vm_options(opts: CreateOptions) -> None:
         (bool(opts.runtime), "--runtime", "a VM always runs through isobox-vm-runtime"),
         (bool(opts.devices), "--device", "host devices cannot be passed to a micro-VM"),
         (opts.privileged, "--privileged", "a VM has no host privileges to grant"),
-        (bool(opts.mounts), "--volume/--mount/--tmpfs",
-         "shared directories are not supported with --isolation vm yet"),
+        (any(m.type == "tmpfs" for m in opts.mounts), "--tmpfs",
+         "not supported with --isolation vm yet"),
+        (any(m.type == "bind" and m.source and not os.path.isdir(m.source)
+             for m in opts.mounts), "--volume",
+         "a VM can share host directories only (virtio-9p), not single files"),
         (opts.read_only, "--read-only", "not supported with --isolation vm yet"),
         (opts.init, "--init", "the guest agent already reaps the workload's children"),
     ]

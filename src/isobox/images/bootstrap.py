@@ -4,9 +4,10 @@
   (``busybox --list-full``), ``/etc/passwd`` and ``/etc/group`` with root and nobody, ``/tmp``
   1777 and empty ``/proc``, ``/sys``, ``/dev``; written as a tar with fixed mtimes, owners and
   order, so the image ID is the same for the same busybox binary. ``CMD ["sh"]``.
-* ``debian:<suite>``: ``debootstrap --variant=minbase <suite>`` from a mirror (``--mirror``,
-  else ``$ISOBOX_DEBIAN_MIRROR``, else deb.debian.org), imported as one layer, ``CMD
-  ["bash"]``.
+* ``debian:<suite>``: ``debootstrap --variant=minbase --include=systemd-sysv,udev <suite>``
+  mirror (``--mirror``, else ``$ISOBOX_DEBIAN_MIRROR``, else deb.debian.org), imported as one
+  layer, ``CMD ["bash"]``. minbase has no init; systemd-sysv gives the image one so that it
+  also boots as a system VM (``isobox vm create --image debian:bookworm``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 FIXED_MTIME = 0
 FIXED_CREATED = "1970-01-01T00:00:00Z"
+DEBIAN_INCLUDE = "systemd-sysv,udev"  # init and devices for system VMs (minbase has none)
 DEBIAN_SUITES = ("bookworm", "trixie", "bullseye", "sid", "stable", "testing", "unstable")
 
 
@@ -144,7 +146,8 @@ def bootstrap_debian(store: ImageStore, suite: str = "bookworm", tag: str | None
     work = tempfile.mkdtemp(prefix="bootstrap-", dir=store.layer_tmp)
     rootfs = os.path.join(work, "rootfs")
     try:
-        proc = subprocess.run(["debootstrap", "--variant=minbase", suite, rootfs, mirror],
+        proc = subprocess.run(["debootstrap", "--variant=minbase",
+                               f"--include={DEBIAN_INCLUDE}", suite, rootfs, mirror],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               check=False)
         if proc.returncode != 0:
@@ -157,7 +160,8 @@ def bootstrap_debian(store: ImageStore, suite: str = "bookworm", tag: str | None
             write_layer(rootfs, cast(BinaryIO, out), source="plain", compression="none")
         with open(tar_path, "rb") as f:
             return _commit(store, cast(BinaryIO, f), tag or f"debian:{suite}", ["bash"],
-                           _now(), f"debootstrap --variant=minbase {suite} {mirror}")
+                           _now(), f"debootstrap --variant=minbase "
+                           f"--include={DEBIAN_INCLUDE} {suite} {mirror}")
     finally:
         _unmount_below(rootfs)
         remove_tree(work)

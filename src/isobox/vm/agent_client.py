@@ -245,11 +245,12 @@ class AgentConnection:
              terminal: bool = False, rows: int = 0, cols: int = 0, main: bool = False,
              stdin: bool = True, files: dict[str, str] | None = None,
              net: dict[str, Any] | None = None, on_stdout: OutputSink | None = None,
-             on_stderr: OutputSink | None = None) -> ExecSession:
+             on_stderr: OutputSink | None = None, chroot: bool = True,
+             busybox: bool = False) -> ExecSession:
         """Start ``args`` in the guest (see ExecSpec); returns once it runs. A command that
         cannot start raises ExecError (its exit_code is what `exec` should exit with)."""
         spec = ExecSpec(list(args), list(env), cwd, uid, gid, list(additional_gids), terminal,
-                        rows, cols, main, stdin, files, net)
+                        rows, cols, main, stdin, files, net, chroot, busybox)
         return self.exec_spec(spec, on_stdout=on_stdout, on_stderr=on_stderr)
 
     def exec_spec(self, spec: ExecSpec, *, on_stdout: OutputSink | None = None,

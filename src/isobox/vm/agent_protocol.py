@@ -89,6 +89,9 @@ class ExecSpec:
     stdin: bool = True                    # False: the process reads /dev/null / EOF at once
     files: dict[str, str] | None = None   # written into the guest root first (/etc/hosts…)
     net: dict[str, Any] | None = None     # guest NIC: {mac, address "a.b.c.d/n", gateway, mtu}
+    chroot: bool = True                   # False: run in the agent's root (the initramfs)
+    busybox: bool = False                 # run args[0] as an applet of the agent's busybox
+    mounts: list[str] | None = None       # 9p shares (main only): tag, target, "ro"|"rw", ...
 
     def payload(self) -> dict[str, Any]:
         if not self.args and not (self.files and not self.main):  # files alone: an update
@@ -102,6 +105,12 @@ class ExecSpec:
             obj["files"] = self.files
         if self.net:
             obj["net"] = self.net
+        if not self.chroot:
+            obj["chroot"] = False
+        if self.busybox:
+            obj["busybox"] = True
+        if self.mounts:
+            obj["mounts"] = self.mounts
         return obj
 
 

@@ -453,7 +453,9 @@ struct exec_req {
     long long uid, gid, rows, cols;
     struct gidv gids;
     bool terminal, main, stdin_closed, has_net;
+    bool no_chroot, busybox; /* vmops: run in the agent's root / run the agent's busybox */
     struct strv files; /* path, content, path, content, ... */
+    struct strv mounts; /* 9p shares: tag, target, "ro"|"rw", ... (main only) */
     struct net_req net;
 };
 
@@ -494,7 +496,10 @@ static void exec_field(struct jp *j, const char *k, void *ctx) {
     else if (!strcmp(k, "terminal")) r->terminal = jbool(j);
     else if (!strcmp(k, "main")) r->main = jbool(j);
     else if (!strcmp(k, "stdin")) r->stdin_closed = !jbool(j);
+    else if (!strcmp(k, "chroot")) r->no_chroot = !jbool(j);   /* vmops */
+    else if (!strcmp(k, "busybox")) r->busybox = jbool(j);     /* vmops */
     else if (!strcmp(k, "files")) jobject(j, files_field, &r->files);
+    else if (!strcmp(k, "mounts")) jarray(j, strv_item, &r->mounts);
     else if (!strcmp(k, "net")) { r->has_net = true; jobject(j, net_field, &r->net); }
     else jskip(j, 0);
 }
@@ -505,6 +510,7 @@ static void exec_req_free(struct exec_req *r) {
     free(r->cwd);
     free(r->gids.v);
     strv_free(&r->files);
+    strv_free(&r->mounts);
     free(r->net.mac);
     free(r->net.address);
     free(r->net.gateway);
@@ -528,6 +534,12 @@ static const char *exec_req_parse(struct exec_req *r, const char *d, size_t n) {
         if (f[0] != '/' || strstr(f, "/../") || !strcmp(f + strlen(f) - 3 * (strlen(f) >= 3), "/..")
             || f[strlen(f) - 1] == '/')
             return "EXEC: files: paths must be absolute file paths without '..'";
+    }
+    if (r->mounts.n % 3) return "EXEC: mounts: expected tag, target, ro|rw triples";
+    for (size_t i = 0; i < r->mounts.n; i += 3) {
+        const char *t = r->mounts.v[i + 1];
+        if (t[0] != '/' || strstr(t, "/../") || !strcmp(t + strlen(t) - 3 * (strlen(t) >= 3), "/.."))
+            return "EXEC: mounts: targets must be absolute paths without '..'";
     }
     if (r->has_net && (!r->net.address || (r->net.mtu && (r->net.mtu < 68 || r->net.mtu > 65535))))
         return "EXEC: net: address missing or mtu out of range";
@@ -742,14 +754,19 @@ static void child_run(struct exec_req *r, int fin, int fout, int ferr, int tty, 
     move_fd(fout, 1);
     move_fd(ferr, 2);
     umask(022);
-    if (rootfs_dir && chroot(rootfs_dir) < 0) child_fail(errw, ST_CHROOT);
+    /* vmops: "busybox": the agent's own static busybox runs the applet args[0] (cp, top and
+       stats work on images without tar or ps); opened before the chroot hides it. */
+    int tool = r->busybox ? open("/bin/busybox", O_PATH | O_CLOEXEC) : -1;
+    if (r->busybox && tool < 0) child_fail(errw, ST_EXEC);
+    if (rootfs_dir && !r->no_chroot && chroot(rootfs_dir) < 0) child_fail(errw, ST_CHROOT);
     if (chdir(r->cwd ? r->cwd : "/") < 0) child_fail(errw, ST_CHDIR);
     if (setgroups(r->gids.n, r->gids.v) < 0 && !(errno == EPERM && !pid1 && !r->gids.n))
         child_fail(errw, ST_GROUPS);
     if (setgid((gid_t)r->gid) < 0) child_fail(errw, ST_GID);
     if (setuid((uid_t)r->uid) < 0) child_fail(errw, ST_UID);
     environ = r->env.v; /* execvp looks the command up in this environment's PATH */
-    execvp(r->args.v[0], r->args.v);
+    if (tool >= 0) syscall(SYS_execveat, tool, "", r->args.v, environ, AT_EMPTY_PATH);
+    else execvp(r->args.v[0], r->args.v);
     child_fail(errw, ST_EXEC);
 }
 
@@ -807,6 +824,36 @@ static void session_free(struct session *s) {
 /* The engine's /etc/hosts, resolv.conf, hostname: written into the root before the workload.
    A symlink in the image's place is replaced (the guest is its own sandbox: following it
    could only touch the guest). */
+static void add_rootfs_mount(const char *path);
+
+/* The host directories shared with virtio-9p (`-v` for a VM), mounted in the workload's root. */
+static bool mount_shares(struct strv *m, char *why, size_t n) {
+    if (!rootfs_dir) {
+        snprintf(why, n, "EXEC: mounts: no root filesystem to mount them in");
+        return false;
+    }
+    for (size_t i = 0; i < m->n; i += 3) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s%s", rootfs_dir, m->v[i + 1]);
+        for (char *c = path + strlen(rootfs_dir) + 1; *c; c++) {
+            if (*c != '/') continue;
+            *c = 0;
+            mkdir(path, 0755);
+            *c = '/';
+        }
+        mkdir(path, 0755);
+        unsigned long fl = strcmp(m->v[i + 2], "ro") ? 0 : MS_RDONLY;
+        if (mount(m->v[i], path, "9p", fl,
+                  "trans=virtio,version=9p2000.L,msize=524288,access=client") < 0) {
+            snprintf(why, n, "EXEC: mounts: 9p %s on %s: %s", m->v[i], m->v[i + 1],
+                     strerror(errno));
+            return false;
+        }
+        add_rootfs_mount(path);
+    }
+    return true;
+}
+
 static bool write_files(struct strv *f, char *why, size_t n) {
     if (!rootfs_dir) {
         snprintf(why, n, "EXEC: files: no root filesystem to write them into");
@@ -935,6 +982,88 @@ fail:
     return false;
 }
 
+static void on_signal(int sig);
+
+/* ---- system VMs (isobox vm …): the disk's own init as PID 1 -------------------------------- */
+
+#ifndef EXT4_IOC_RESIZE_FS
+#define EXT4_IOC_RESIZE_FS _IOW('f', 16, uint64_t)
+#endif
+
+static bool system_mode; /* isobox.system=1: the main EXEC boots the disk's init */
+
+/* Grow the root ext4 to its disk (the host grew the overlay to --disk-size): online resize,
+   no e2fsprogs needed. The block count comes from the superblock (statfs hides overhead). */
+static void grow_rootfs(void) {
+    if (root_state != ROOT_OK) return;
+    unsigned char sb[1024];
+    uint64_t bytes = 0;
+    int dev = open("/dev/vda", O_RDONLY | O_CLOEXEC);
+    if (dev < 0) return;
+    bool ok = ioctl(dev, BLKGETSIZE64, &bytes) == 0 && pread(dev, sb, sizeof sb, 1024) == 1024;
+    close(dev);
+    if (!ok || sb[0x38] != 0x53 || sb[0x39] != 0xEF) return; /* ext magic */
+    uint32_t lo, hi = 0, log_bs, incompat;
+    memcpy(&lo, sb + 4, 4);
+    memcpy(&log_bs, sb + 24, 4);
+    memcpy(&incompat, sb + 0x60, 4);
+    if (incompat & 0x80) memcpy(&hi, sb + 0x150, 4); /* 64bit */
+    uint64_t bs = 1024ull << log_bs, have = ((uint64_t)hi << 32) | lo, want = bytes / bs;
+    if (want <= have) return;
+    int fd = open(ROOTFS, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || ioctl(fd, EXT4_IOC_RESIZE_FS, &want) < 0)
+        logmsg("grow root filesystem to %llu blocks: %s", (unsigned long long)want,
+               strerror(errno));
+    if (fd >= 0) close(fd);
+}
+
+/* The main EXEC of a system VM: the disk becomes / (as switch_root, keeping the initramfs,
+   which the agent still stands on in memory) and PID 1 execs the disk's init; a forked child
+   carries on as the agent, its root the new one, so later EXECs run in the booted system. */
+static void boot_system(struct port *p, uint32_t id, struct exec_req *r) {
+    if (!pid1 || root_state != ROOT_OK) {
+        send_error(p, id, "EXEC: a system boot needs the agent as PID 1 and a root disk");
+        exec_req_free(r);
+        return;
+    }
+    sync();
+    if (chdir(ROOTFS) < 0 || mount(ROOTFS, "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 ||
+        chdir("/") < 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "EXEC: switch to the root disk: %s", strerror(errno));
+        send_error(p, id, msg);
+        exec_req_free(r);
+        return;
+    }
+    n_rootfs_mounts = 0; /* they moved with the root: init owns them now */
+    rootfs_dir = "/";
+    pid_t pid = fork();
+    if (pid != 0) { /* PID 1 (or a failed fork): become init */
+        sigset_t none;
+        sigemptyset(&none);
+        for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        setsid();
+        execve(r->args.v[0], r->args.v, r->env.v);
+        logmsg("exec %s: %s; trying /sbin/init", r->args.v[0], strerror(errno));
+        char *argv[] = {"/sbin/init", NULL};
+        execve(argv[0], argv, r->env.v);
+        die("exec /sbin/init");
+    }
+    pid1 = false;
+    main_used = true;
+    /* SIGIO and SIGTERM (systemd's final kill) now reach this process */
+    for (int i = 0; i < nports; i++)
+        if (ports[i].fd >= 0) fcntl(ports[i].fd, F_SETOWN, getpid());
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    prctl(PR_SET_NAME, "isobox-agent");
+    send_int(p, F_STARTED, id, "pid", 1);
+    exec_req_free(r);
+}
+
 static void handle_exec(struct port *p, uint32_t id, const char *d, size_t n) {
     struct exec_req r;
     memset(&r, 0, sizeof r);
@@ -948,6 +1077,7 @@ static void handle_exec(struct port *p, uint32_t id, const char *d, size_t n) {
     if (!bad && root_state == ROOT_FAILED) bad = root_error;
     char why[512];
     if (!bad && r.files.n && !write_files(&r.files, why, sizeof why)) bad = why;
+    if (!bad && r.mounts.n && !mount_shares(&r.mounts, why, sizeof why)) bad = why;
     if (!bad && r.has_net && !configure_net(&r.net, why, sizeof why)) bad = why;
     if (bad) {
         send_error(p, id, bad);
@@ -958,6 +1088,10 @@ static void handle_exec(struct port *p, uint32_t id, const char *d, size_t n) {
         send_int(p, F_STARTED, id, "pid", 0);
         send_int(p, F_EXIT, id, "code", 0);
         exec_req_free(&r);
+        return;
+    }
+    if (r.main && system_mode) { /* system VM: the disk's init becomes PID 1 */
+        boot_system(p, id, &r);
         return;
     }
     int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1}, pst[2] = {-1, -1};
@@ -1086,6 +1220,8 @@ static void handle_frame(struct port *p, uint8_t type, uint32_t id, char *d, siz
         s = find_session(p, id);
         if (j.err || q.a <= 0 || q.a >= NSIG) send_error(p, id, "SIGNAL: bad signal number");
         else if (s && s->pid > 0 && !s->reaped) kill(s->pid, (int)q.a);
+        else if (system_mode && !pid1 && id == 0) /* system VM: to the guest's init; */
+            kill(1, q.a == SIGTERM ? SIGRTMIN + 4 : (int)q.a); /* TERM: systemd poweroff */
         break;
     }
     case F_RESIZE: {
@@ -1610,6 +1746,10 @@ static void boot(void) {
         logmsg("sethostname %s: %s", host, strerror(errno));
     free(host);
     mount_rootfs();
+    char *sys = cmdline_value("isobox.system");
+    system_mode = sys && !strcmp(sys, "1");
+    free(sys);
+    if (system_mode) grow_rootfs();
 }
 
 /* /dev node of the virtio port called `name` (NULL: not there yet). */

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from isobox.errors import ConflictError, IsoboxError, SystemSetupError
+from isobox.vm.agent_protocol import ExecSpec
 from isobox.vm.runtime.state import CTL_PORTS, VMState, VMStore
 
 BOOT_TIMEOUT_ENV = "ISOBOX_VM_BOOT_TIMEOUT"
@@ -82,27 +83,44 @@ def start(store: VMStore, vid: str) -> None:
                             f" console: {console_tail(st)})")
     if status != "created":
         raise ConflictError(f"cannot start an already {status} container")
+    if st.annotations.get("org.isobox.vm.loadvm"):  # the workload runs already in the
+        resume_restored(st)                          # memory snapshot QEMU started from
+        return
     with open(os.path.join(st.bundle, "config.json")) as f:
-        process = json.load(f)["process"]
+        config = json.load(f)
+    process = config["process"]
+    mounts = list(config.get("mounts") or [])
     user = process.get("user") or {}
     size = process.get("consoleSize") or {}
     with control_port(st) as n:
         conn = connect(st, n, boot_timeout())
         try:
-            conn.exec(args=list(process["args"]), env=list(process.get("env") or []),
-                      cwd=str(process.get("cwd") or "/"), uid=int(user.get("uid", 0)),
-                      gid=int(user.get("gid", 0)),
-                      additional_gids=[int(g) for g in user.get("additionalGids") or []],
-                      terminal=bool(process.get("terminal")), rows=int(size.get("height", 0)),
-                      cols=int(size.get("width", 0)), main=True, stdin=_stdin_open(),
-                      net=st.net or None, files=etc_files(process_mounts(st.bundle)))
+            conn.exec_spec(ExecSpec(
+                args=list(process["args"]), env=list(process.get("env") or []),
+                cwd=str(process.get("cwd") or "/"), uid=int(user.get("uid", 0)),
+                gid=int(user.get("gid", 0)),
+                additional_gids=[int(g) for g in user.get("additionalGids") or []],
+                terminal=bool(process.get("terminal")), rows=int(size.get("height", 0)),
+                cols=int(size.get("width", 0)), main=True, stdin=_stdin_open(),
+                net=st.net or None, files=etc_files(mounts), mounts=share_mounts(config)))
         finally:
             conn.close()
     st.started = True
     st.save()
 
 
-ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+def resume_restored(st: VMState) -> None:
+    """A VM started with ``-loadvm``: no main EXEC (its workload is in the restored memory);
+    only the guest NIC and /etc files are brought up to date (they may have changed)."""
+    with control_port(st) as n:
+        conn = connect(st, n, boot_timeout())
+        try:
+            conn.exec([], net=st.net or None,
+                      files=etc_files(process_mounts(st.bundle))).wait(10.0)
+        finally:
+            conn.close()
+    st.started = True
+    st.save()
 
 
 def process_mounts(bundle: str) -> list[dict[str, Any]]:
@@ -115,6 +133,8 @@ def process_mounts(bundle: str) -> list[dict[str, Any]]:
 def etc_files(mounts: list[dict[str, Any]]) -> dict[str, str]:
     """The engine's /etc/hosts, resolv.conf and hostname (bind mounts for a container):
     their content goes to the guest, which writes them into its root before the workload."""
+    from isobox.vm.runtime.machine import ETC_FILES
+
     files: dict[str, str] = {}
     for m in mounts:
         dest = m.get("destination")
@@ -125,6 +145,16 @@ def etc_files(mounts: list[dict[str, Any]]) -> dict[str, str]:
             except OSError:
                 continue
     return files
+
+
+def share_mounts(config: dict[str, Any]) -> list[str]:
+    """The agent's view of the 9p shares machine.py gave QEMU: tag, target, ro|rw, ..."""
+    from isobox.vm.runtime.machine import shares
+
+    out: list[str] = []
+    for sh in shares(config):
+        out += [sh.tag, sh.target, "ro" if sh.readonly else "rw"]
+    return out
 
 
 def sync_files(store: VMStore, vid: str) -> None:
@@ -160,6 +190,9 @@ def kill(store: VMStore, vid: str, sig: int) -> None:
         raise ConflictError("container not running")
     if sig == signal.SIGKILL or not st.started:
         os.kill(st.pid, signal.SIGKILL)
+        return
+    if st.annotations.get("org.isobox.vm.system") == "true":
+        powerdown(st, sig)
         return
     with control_port(st) as n:
         conn = connect(st, n, 5.0)
@@ -207,9 +240,30 @@ def pause(store: VMStore, vid: str, resume: bool) -> None:
     st = store.load(vid)
     if not st.alive():
         raise ConflictError("container not running")
-    from isobox.vm.qmp import QMPClient
-
-    with QMPClient(Path(st.qmp_socket)) as qmp:
-        qmp.execute("cont" if resume else "stop")
+    qmp_command(st.qmp_socket, "cont" if resume else "stop")
     st.paused = not resume
     st.save()
+
+
+def powerdown(st: VMState, sig: int) -> None:
+    """A system VM's stop: the signal goes to the guest's init through the agent (SIGTERM
+    becomes systemd's poweroff request, SIGRTMIN+4), and QEMU presses the ACPI power button
+    (``system_powerdown``) for guests whose agent is gone; the engine kills after its timeout."""
+    try:
+        with control_port(st) as n:
+            conn = connect(st, n, 5.0)
+            try:
+                conn.signal(MAIN_SESSION, sig)
+            finally:
+                conn.close()
+    except IsoboxError:
+        pass
+    if sig in (signal.SIGTERM, signal.SIGPWR):
+        qmp_command(st.qmp_socket, "system_powerdown")
+
+
+def qmp_command(path: str, command: str, timeout: float = 5.0) -> None:
+    from isobox.vm.qmp import QMPClient
+
+    with QMPClient(Path(path), timeout=timeout) as qmp:
+        qmp.execute(command)

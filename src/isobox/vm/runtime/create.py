@@ -120,7 +120,25 @@ def _qemu_argv(config: dict[str, Any], st: VMState, stderr_fd: int) -> list[str]
         initrd = guest_initramfs(cache, kernel, agent_binary(cache))
     spec = plan(config, st, accel=detect(), kernel=kernel.vmlinux, initrd=initrd,
                 stderr_fd=stderr_fd)
-    return qemu_argv(spec)
+    return system_console(config, st, qemu_argv(spec))
+
+
+CONSOLE_SOCKET = "con.sock"  # in the VM's state directory (as short as qmp.sock)
+
+
+def system_console(config: dict[str, Any], st: VMState, argv: list[str]) -> list[str]:
+    """A system VM's serial console (ttyS0): a socket ``isobox vm console`` attaches to (QEMU
+    serves one client at a time and drops output while none is attached), every byte also
+    appended to the console log (``org.isobox.vm.console-log``, kept across restarts)."""
+    from isobox.vm.qemu import opt_value
+    from isobox.vm.runtime.machine import is_system
+
+    if not is_system(config):
+        return argv
+    log = annotation(config, "console-log") or st.console_log
+    chardev = (f"socket,id=console,path={opt_value(os.path.join(st.dir, CONSOLE_SOCKET))},"
+               f"server=on,wait=off,logfile={opt_value(log)},logappend=on")
+    return [chardev if a.startswith("file,id=console,") else a for a in argv]
 
 
 def _make_cgroup(config: dict[str, Any], vid: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,48 @@ def host_memory_mib() -> int:
     return 0
 
 
+ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+
+
+@dataclass(frozen=True)
+class Share:
+    """A host directory the guest mounts with virtio-9p (a container's bind mount)."""
+
+    tag: str
+    source: str
+    target: str
+    readonly: bool
+
+
+def shares(config: dict[str, Any]) -> list[Share]:
+    """The bundle's bind mounts, but the /etc files the agent writes itself."""
+    out: list[Share] = []
+    for m in config.get("mounts") or []:
+        opts = m.get("options") or []
+        if m.get("type") != "bind" and "bind" not in opts and "rbind" not in opts:
+            continue
+        if m.get("destination") in ETC_FILES:
+            continue
+        source = str(m.get("source") or "")
+        if not os.path.isdir(source):
+            raise ConfigError("mounts", f"{source}: a VM can share directories only "
+                              "(virtio-9p), not files")
+        out.append(Share(f"isobox{len(out)}", source, str(m["destination"]), "ro" in opts))
+    return out
+
+
+def share_args(items: list[Share]) -> list[str]:
+    args: list[str] = []
+    for i, sh in enumerate(items):
+        from isobox.vm.qemu import opt_value
+
+        ro = ",readonly=on" if sh.readonly else ""
+        args += ["-fsdev", f"local,id=fs{i},path={opt_value(sh.source)},"
+                           f"security_model=passthrough{ro}",
+                 "-device", f"virtio-9p-device,fsdev=fs{i},mount_tag={sh.tag}"]
+    return args
+
+
 def kernel_cmdline(config: dict[str, Any], extra: str = "") -> str:
     parts = []
     hostname = str(config.get("hostname") or "")
@@ -85,8 +128,37 @@ def plan(config: dict[str, Any], st: VMState, *, accel: Any, kernel: Path, initr
     ports += [SerialPort(f"isobox.ctl{n}", ("socket", Path(st.ctl_socket(n))))
               for n in range(CTL_PORTS)]
     return MachineSpec(
-        kernel=kernel, initrd=initrd, cmdline=kernel_cmdline(config),
+        kernel=kernel, initrd=initrd, cmdline=kernel_cmdline(config, system_cmdline(config)),
         memory_mib=memory, cpus=guest_cpus(config), accel=accel,
         drives=[Drive(Path(disk), annotation(config, "disk-format", "qcow2"))],
         ports=ports, qmp_socket=Path(st.qmp_socket),
-        console_log=Path(st.console_log))
+        console_log=Path(st.console_log),
+        extra_args=tuple(share_args(shares(config)) + loadvm_args(config)
+                         + system_args(config)))
+
+
+def loadvm_args(config: dict[str, Any]) -> list[str]:
+    """``org.isobox.vm.loadvm=NAME`` (a memory snapshot restored on a stopped VM): QEMU
+    starts from that snapshot's RAM and disk state instead of booting."""
+    name = annotation(config, "loadvm")
+    if not name:
+        return []
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError("annotations", f"{ANNOTATION}loadvm: invalid snapshot name {name!r}")
+    return ["-loadvm", name]
+
+
+# System VMs (isobox vm …) ------------------------------------------------------------------
+def is_system(config: dict[str, Any]) -> bool:
+    """``org.isobox.vm.system=true``: the guest boots the disk's own init (the agent hands
+    PID 1 over at ``start``) instead of running ``process.args`` as a workload."""
+    return annotation(config, "system") == "true"
+
+
+def system_cmdline(config: dict[str, Any]) -> str:
+    return "isobox.system=1" if is_system(config) else ""
+
+
+def system_args(config: dict[str, Any]) -> list[str]:
+    """A balloon, so ``vm resize --memory`` can shrink and regrow the guest live."""
+    return ["-device", "virtio-balloon-device,id=balloon0"] if is_system(config) else []
