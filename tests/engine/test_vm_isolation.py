@@ -147,6 +147,7 @@ def test_published_port_reaches_the_vm(isobox: Isobox) -> None:
     (("--privileged",), "--privileged"),
     (("--kernel", "/nonexistent/vmlinux"), "--kernel"),
     (("--memory", "100g"), "--memory"),
+    (("--hostname", "x rdinit=/bin/sh"), "--hostname"),  # no kernel parameters by the name
 ])
 def test_bad_vm_input_is_refused_cleanly(isobox: Isobox, flags: tuple[str, ...],
                                          field: str) -> None:
@@ -184,6 +185,17 @@ def test_host_directory_and_named_volume_are_shared(isobox: Isobox, tmp_path: Pa
         p = isobox("run", "--rm", "--network", "none", "-v", f"{vol}:/vol", "busybox",
                    "cat", "/vol/v")  # a container sees what the VM wrote
         assert p.stdout == "kept\n"
+        # the guest's root cannot leave a setuid program or a device node on the host
+        # (SECURITY.md: 9p mapped-xattr, never passthrough)
+        isobox("run", "--rm", *VM, "--network", "none", "-v", f"{share}:/data", "busybox",
+               "sh", "-c", "cp /bin/busybox /data/suid && chown 0:0 /data/suid && "
+               "chmod 4755 /data/suid; mknod /data/dev b 8 0; true")
+        import stat
+
+        mode = os.stat(share / "suid").st_mode
+        assert not mode & (stat.S_ISUID | stat.S_ISGID), oct(mode)
+        if (share / "dev").exists():
+            assert not stat.S_ISBLK(os.lstat(share / "dev").st_mode)
         p = isobox("run", "--rm", *VM, "--network", "none", "-v", f"{share}:/data:ro",
                    "busybox", "sh", "-c", "echo x > /data/y", check=False)
         assert p.returncode != 0 and "Read-only file system" in p.stderr

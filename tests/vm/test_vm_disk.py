@@ -143,3 +143,15 @@ def test_qcow2_header_flags(vm_tmp: Path, offset: int, value: int, match: str) -
         f.seek(offset)
         f.write(value.to_bytes(8 if offset == 72 else 4, "big"))
     _refused(q, match)
+
+
+@pytest.mark.parametrize("length", [0, 72, 103, 105])
+def test_qcow2_bad_header_length_cannot_hide_extensions(vm_tmp: Path, length: int) -> None:
+    """A v3 header_length below 104 (or misaligned) would make a parser read the fixed header
+    as extensions and stop early, past a data-file extension: refused outright."""
+    q = vm_tmp / "hdrlen.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(q), "1M")
+    with open(q, "r+b") as f:
+        f.seek(100)
+        f.write(length.to_bytes(4, "big"))
+    _refused(q, "header length")

@@ -14,7 +14,13 @@ import zstandard
 
 from isobox.vm.cpio import CpioWriter
 from isobox.vm.errors import VMError
-from isobox.vm.initramfs import DEFAULT_MODULES, guest_initramfs, module_closure, module_name
+from isobox.vm.initramfs import (
+    DEFAULT_MODULES,
+    OPTIONAL_MODULES,
+    guest_initramfs,
+    module_closure,
+    module_name,
+)
 from isobox.vm.kernel import GuestKernel
 
 
@@ -68,10 +74,11 @@ def test_closure_order_builtin_and_unknown(vm_tmp: Path) -> None:
 
 
 def test_host_closure_puts_dependencies_first(host_kernel: GuestKernel) -> None:
-    order = module_closure(host_kernel.modules_dir, DEFAULT_MODULES)
+    optional = [n for names in OPTIONAL_MODULES.values() for n in names]
+    order = module_closure(host_kernel.modules_dir, [*DEFAULT_MODULES, *optional])
     names = [module_name(r) for r in order]
     for want in ("virtio_mmio", "virtio_blk", "virtio_console", "ext4", "9pnet_virtio",
-                 "overlay", "crc32c_generic"):
+                 "virtio_net", "crc32c_generic"):
         assert want in names
     assert names.index("virtio_ring") < names.index("virtio") < names.index("virtio_blk")
     assert names.index("jbd2") < names.index("ext4")
@@ -93,6 +100,10 @@ def test_initramfs_contents_and_cache(host_kernel: GuestKernel, vm_tmp: Path) ->
     for d in ("dev", "proc", "sys", "rootfs", "tmp"):
         assert (x / d).is_dir()
     listed = (x / "modules").read_text().split()
+    boot = {module_name(p) for p in listed}
+    assert {"virtio_blk", "ext4"} <= boot and not boot & {"9p", "virtio_net"}
+    for group in OPTIONAL_MODULES:  # loaded only when the VM has the device
+        listed += (x / f"modules.{group}").read_text().split()
     assert listed and all(p.startswith(f"/lib/modules/{host_kernel.version}/") for p in listed)
     for p in listed:
         data = (x / p.lstrip("/")).read_bytes()
@@ -108,6 +119,7 @@ def test_compressed_modules_stored_decompressed(vm_tmp: Path, monkeypatch: pytes
 
     mods = _fake_modules(vm_tmp)
     monkeypatch.setattr(ini, "DEFAULT_MODULES", ("top_mod",))
+    monkeypatch.setattr(ini, "OPTIONAL_MODULES", {})
     kernel = GuestKernel("9.9.9-test", vm_tmp / "vmlinux", mods)
     agent = vm_tmp / "agent.sh"
     agent.write_bytes(b"#!/bin/busybox sh\n")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from isobox.engine.state import ContainerRow
+from isobox.engine.vm_guest import is_vm
 from isobox.errors import ConfigError, ConflictError, NotFoundError, SystemSetupError
 
 if TYPE_CHECKING:
@@ -45,10 +46,6 @@ class InstanceSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def is_vm(row: ContainerRow) -> bool:
-    return row.options.get("isolation") == "vm"
 
 
 def validate_snapshot_name(name: str) -> str:

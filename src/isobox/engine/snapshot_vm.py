@@ -32,6 +32,11 @@ USABLE = ("created", "exited", "running", "paused")
 def disk_path(engine: Engine, row: ContainerRow) -> str:
     from isobox.engine.vm_disk import DISK_NAME
 
+    system = row.options.get("system_vm") or {}
+    if system.get("disk_mode") == "direct":
+        raise ConflictError(f"cannot snapshot {row.name}: it runs on your own disk "
+                            f"{system.get('disk')} (vm create --disk); snapshots live in "
+                            "isobox's own overlays (vm create --image)")
     return os.path.join(engine.layout.container_dir(row.id), DISK_NAME)
 
 

@@ -167,7 +167,9 @@ def create_system_vm(engine: Engine, o: SystemVMOptions) -> ContainerRow:
         image = o.image
         check_init(engine, image)
     memory = o.memory or DEFAULT_MEMORY
-    hostname = o.name if _valid_hostname(o.name) else ""
+    from isobox.vm.runtime.machine import valid_hostname
+
+    hostname = o.name if valid_hostname(o.name) and "." not in o.name else ""
     opts = CreateOptions(
         image=image, command=INIT, entrypoint=(), name=o.name, hostname=hostname,
         labels={SYSTEM_LABEL: "true"}, ports=o.ports, network=o.network,
@@ -181,6 +183,7 @@ def create_system_vm(engine: Engine, o: SystemVMOptions) -> ContainerRow:
         size = 0
         if disk is not None:
             notes["org.isobox.vm.disk"], notes["org.isobox.vm.disk-format"] = disk
+            notes["org.isobox.vm.disk-user"] = "true"  # checked again at every start
             os.unlink(os.path.join(cdir, "disk.qcow2"))  # the empty image's overlay
         else:
             size = o.disk_size or DEFAULT_DISK_SIZE
@@ -196,12 +199,6 @@ def create_system_vm(engine: Engine, o: SystemVMOptions) -> ContainerRow:
         remove_container(engine, row.id, force=True)
         raise
     return row
-
-
-def _valid_hostname(name: str) -> bool:
-    import re
-
-    return bool(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", name))
 
 
 def _grow(qcow2: str, size: int) -> None:

@@ -10,20 +10,38 @@ it does stays inside the guest."""
 
 from __future__ import annotations
 
+import os
 import posixpath
+import signal
 import tarfile
 import tempfile
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from isobox.engine.state import ContainerRow
 from isobox.engine.vm_guest import agent, feed_stdin, require_running, run_tool, start_tool
-from isobox.errors import ConfigError, NotFoundError, SystemSetupError
+from isobox.errors import ConfigError, IsoboxError, NotFoundError, SystemSetupError
 
 if TYPE_CHECKING:
     from isobox.engine.copy import PathStat
     from isobox.engine.engine import Engine
 
 _TIMEOUT = 600.0
+CP_MAX_ENV = "ISOBOX_VM_CP_MAX"
+DEFAULT_CP_MAX = 4 << 30  # bytes of a guest's tar spooled on the host at most
+
+
+def cp_max() -> int:
+    """The cap on a ``cp`` out of a VM (the guest's tar is spooled on the host first)."""
+    raw = os.environ.get(CP_MAX_ENV, "").strip()
+    if not raw:
+        return DEFAULT_CP_MAX
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise ConfigError(CP_MAX_ENV, f"invalid value {raw!r}: a positive number of bytes")
+    return value
 
 
 def _abs(path: str) -> str:
@@ -118,17 +136,29 @@ def vm_copy_from(engine: Engine, row: ContainerRow, path: str, out: BinaryIO, *,
             (vm_stat(engine, row, path, follow=True)).mode):
         raise ConfigError(path, "not a directory")
     where, member = _source(engine, row, path, follow)
+    limit = cp_max()
     with tempfile.TemporaryFile(dir=engine.layout.container_dir(row.id)) as spool:
         with agent(engine, row) as conn:
             def spooled(data: bytes) -> None:
+                if spool.tell() + len(data) > limit:
+                    raise SystemSetupError(
+                        f"copying {path} out of container {row.name}: the guest's archive is "
+                        f"over the {limit}-byte limit ({CP_MAX_ENV})")
                 spool.write(data)
 
             session = start_tool(conn, ["tar", "-C", where, "-cf", "-", "--", member],
                                  on_stdout=spooled)
             session.close_stdin()
-            code = session.wait(_TIMEOUT)
+            try:
+                code = session.wait(_TIMEOUT)
+            except SystemSetupError:
+                try:  # the guest's tar would go on writing to nobody
+                    conn.signal(session.id, signal.SIGKILL)
+                except IsoboxError:  # best effort: the cap is the error
+                    pass
+                raise
         if code != 0:
-            err = session.stderr.decode(errors="replace").strip()
+            err = session.stderr.text()
             raise SystemSetupError(f"tar in the guest ({path}): {err or f'exit {code}'}")
         spool.seek(0)
         _rewrite(cast(BinaryIO, spool), out, member, arcname, owner)
@@ -173,5 +203,5 @@ def vm_copy_to(engine: Engine, row: ContainerRow, path: str, stream: BinaryIO) -
         session = start_tool(conn, ["tar", "-x", "-C", _abs(path), "-f", "-"], stdin=True)
         code = feed_stdin(session, stream, _TIMEOUT)
     if code != 0:
-        err = session.stderr.decode(errors="replace").strip()
+        err = session.stderr.text()
         raise SystemSetupError(f"tar in the guest ({path}): {err or f'exit {code}'}")

@@ -39,6 +39,12 @@ def check_vm_options(opts: CreateOptions) -> None:
     for bad, flag, why in refused:
         if bad:
             raise ConfigError(flag, f"{flag} with --isolation vm: {why}")
+    if opts.hostname:
+        from isobox.vm.runtime.machine import valid_hostname
+
+        if not valid_hostname(opts.hostname):
+            raise ConfigError("--hostname", f"{opts.hostname!r} is not a valid host name "
+                              "(letters, digits, '-' and '.')")
     for flag, path in (("--kernel", opts.vm_kernel), ("--initrd", opts.vm_initrd)):
         if path and not os.path.isfile(path):
             raise ConfigError(flag, f"{path}: no such file")
@@ -77,4 +83,6 @@ def vm_annotations(engine: Engine, cdir: str, opts: CreateOptions) -> dict[str, 
         notes["org.isobox.vm.kernel"] = os.path.abspath(opts.vm_kernel)
     if opts.vm_initrd:
         notes["org.isobox.vm.initrd"] = os.path.abspath(opts.vm_initrd)
+    if os.environ.get("ISOBOX_VM_DEBUG") == "1":  # keep the guest's serial console
+        notes["org.isobox.vm.console"] = "on"
     return notes

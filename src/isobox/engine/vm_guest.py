@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from isobox.engine.engine import Engine
     from isobox.vm.agent_client import AgentConnection, ExecSession
 
-_STDIN_HIGH = 1 << 20
 _MAX_CAPTURE = 16 << 20  # a helper's captured output (ps, meminfo, stat) stays small
+_STDERR_TAIL = 4096      # what run_tool keeps of a helper's stderr (for error messages)
 TOOL_ENV = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"]
 
 
@@ -40,8 +40,9 @@ def require_running(engine: Engine, row: ContainerRow, verb: str) -> None:
 @contextlib.contextmanager
 def agent(engine: Engine, row: ContainerRow, timeout: float = 10.0
           ) -> Iterator[AgentConnection]:
-    """A connection to the VM's guest agent on a free control port."""
-    from isobox.vm.runtime.control import connect, control_port
+    """A connection to the VM's guest agent on a free control port (not ctl0: it is kept
+    for the runtime's control verbs)."""
+    from isobox.vm.runtime.control import agent_session
     from isobox.vm.runtime.state import VMStore
 
     try:
@@ -50,33 +51,35 @@ def agent(engine: Engine, row: ContainerRow, timeout: float = 10.0
         raise ConflictError(f"container {row.name}: no running VM ({e})") from None
     if st.status() != "running":
         raise ConflictError(f"container {row.name}: its VM is {st.status()}")
-    with control_port(st, first=1) as n:
-        conn = connect(st, n, timeout)
-        try:
-            yield conn
-        finally:
-            conn.close()
+    with agent_session(st, control=False, timeout=timeout) as conn:
+        yield conn
 
 
 @dataclass(frozen=True)
 class ToolResult:
     code: int
     stdout: bytes
-    stderr: bytes
+    stderr: bytes        # its last _STDERR_TAIL bytes
+    stderr_dropped: int  # bytes cut before them
 
     def error(self) -> str:
-        return self.stderr.decode(errors="replace").strip() or f"exit status {self.code}"
+        text = self.stderr.decode(errors="replace").strip()
+        if self.stderr_dropped:
+            text = f"[{self.stderr_dropped} earlier bytes truncated] {text}"
+        return text or f"exit status {self.code}"
 
 
 def start_tool(conn: AgentConnection, args: list[str], *,
                on_stdout: Callable[[bytes], None] | None = None,
+               on_stderr: Callable[[bytes], None] | None = None,
                stdin: bool = False) -> ExecSession:
-    """Start busybox applet ``args[0]`` in the workload's root."""
+    """Start busybox applet ``args[0]`` in the workload's root (output without a sink: the
+    session's capped buffers)."""
     from isobox.vm.agent_client import ExecError
 
     try:
         return conn.exec(args, env=TOOL_ENV, stdin=stdin, busybox=True,
-                         on_stdout=on_stdout)
+                         on_stdout=on_stdout, on_stderr=on_stderr)
     except ExecError as e:
         raise SystemSetupError(f"guest agent: cannot run busybox {args[0]}: {e}") from None
 
@@ -90,25 +93,26 @@ def _capped(buf: bytearray) -> Callable[[bytes], None]:
 
 
 def run_tool(conn: AgentConnection, args: list[str], timeout: float = 30.0) -> ToolResult:
-    """Run a busybox applet in the guest to completion, capturing its output."""
+    """Run a busybox applet in the guest to completion, capturing its output (stdout up to
+    _MAX_CAPTURE, else SystemSetupError; the last _STDERR_TAIL bytes of stderr)."""
+    from isobox.vm.agent_client import OutputTail
+
     out = bytearray()
-    session = start_tool(conn, args, on_stdout=_capped(out))
+    err = OutputTail(_STDERR_TAIL)
+    session = start_tool(conn, args, on_stdout=_capped(out), on_stderr=err.add)
     session.close_stdin()
     code = session.wait(timeout)
-    return ToolResult(code, bytes(out), bytes(session.stderr[-4096:]))
+    return ToolResult(code, bytes(out), bytes(err), err.dropped)
 
 
 def feed_stdin(session: ExecSession, stream: BinaryIO, timeout: float) -> int:
-    """Send ``stream`` to the session's stdin (then EOF) and wait for its exit code."""
-    conn = session.conn
-    while chunk := stream.read(1 << 16):
-        session.stdin_write(chunk)
-        while conn.queued > _STDIN_HIGH and session.exit_code is None:
-            conn.step(1.0)
-        conn.step(0)
-        if session.exit_code is not None:  # it stopped reading: its error says why
-            return session.exit_code
-    session.close_stdin()
+    """Send ``stream`` to the session's stdin (then EOF) and wait for its exit code;
+    ``timeout`` bounds each wait for the guest (to take more stdin, to exit)."""
+    from isobox.vm.agent_client import send_stream
+
+    if not send_stream(session, stream, timeout):
+        assert session.exit_code is not None  # it stopped reading: its error says why
+        return session.exit_code
     return session.wait(timeout)
 
 

@@ -12,11 +12,12 @@ import itertools
 import os
 import selectors
 import socket
+import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from isobox.vm.agent_protocol import (
     MAIN_SESSION,
@@ -32,7 +33,33 @@ from isobox.vm.agent_protocol import (
 
 OutputSink = Callable[[bytes], None]
 _PING_INTERVAL = 0.5
-_STDIN_HIGH = 1 << 20  # queued outbound bytes above which pump_session stops reading stdin
+_STDIN_HIGH = 1 << 20  # queued outbound bytes above which stdin is not read any further
+_CHUNK = 1 << 16
+CAPTURE_LIMIT = 1 << 20  # output kept by a session without sinks: its last MiB
+_MAX_PID = (1 << 31) - 1
+
+
+class OutputTail(bytearray):
+    """Output captured without a sink: only the last ``limit`` bytes are kept (a guest can
+    print without end); ``dropped`` counts the bytes cut before them."""
+
+    def __init__(self, limit: int = CAPTURE_LIMIT) -> None:
+        super().__init__()
+        self.limit = limit
+        self.dropped = 0
+
+    def add(self, data: bytes) -> None:
+        self.extend(data)
+        over = len(self) - self.limit
+        if over > 0:
+            del self[:over]
+            self.dropped += over
+
+    def text(self, limit: int = 4096) -> str:
+        """The last ``limit`` bytes decoded for a message, saying when earlier ones were cut."""
+        cut = self.dropped + max(len(self) - limit, 0)
+        text = bytes(self[-limit:]).decode(errors="replace").strip()
+        return f"[{cut} earlier bytes truncated] {text}" if cut else text
 
 
 class ExecError(AgentError):
@@ -46,7 +73,7 @@ class ExecError(AgentError):
 
 class ExecSession:
     """A process started by the agent. Output goes to the sinks given to ``exec`` or, without
-    them, accumulates in ``stdout`` / ``stderr``."""
+    them, to ``stdout`` / ``stderr`` (OutputTail: the last CAPTURE_LIMIT bytes of each)."""
 
     def __init__(self, conn: AgentConnection, sid: int, on_stdout: OutputSink | None,
                  on_stderr: OutputSink | None) -> None:
@@ -56,10 +83,10 @@ class ExecSession:
         self.exit_code: int | None = None
         self.error: str | None = None
         self.error_code: int | None = None
-        self.stdout = bytearray()
-        self.stderr = bytearray()
-        self._on_stdout = on_stdout or self.stdout.extend
-        self._on_stderr = on_stderr or self.stderr.extend
+        self.stdout = OutputTail()
+        self.stderr = OutputTail()
+        self._on_stdout = on_stdout or self.stdout.add
+        self._on_stderr = on_stderr or self.stderr.add
 
     def stdin_write(self, data: bytes) -> None:
         for i in range(0, len(data), MAX_PAYLOAD):
@@ -89,16 +116,16 @@ class ExecSession:
         elif t is FrameType.STDERR:
             self._on_stderr(frame.payload)
         elif t is FrameType.STARTED:
-            self.pid = int(frame.json().get("pid", 0))
+            self.pid = frame.int_field("pid", 0, _MAX_PID)
         elif t is FrameType.EXIT:
-            self.exit_code = int(frame.json()["code"])
+            self.exit_code = frame.int_field("code", 0, 255)
         elif t is FrameType.ERROR:
             obj = frame.json()
             self.error = str(obj.get("message", "unknown error"))
-            code = obj.get("code")
-            self.error_code = int(code) if isinstance(code, int) else 126
-            if not isinstance(code, int):  # refused: no process, no EXIT will follow
-                self.exit_code = self.error_code
+            if obj.get("code") is None:  # refused: no process, no EXIT will follow
+                self.error_code = self.exit_code = 126
+            else:
+                self.error_code = frame.int_field("code", 0, 255, obj)
 
 
 class AgentConnection:
@@ -221,7 +248,7 @@ class AgentConnection:
     def _dispatch(self, frame: Frame) -> None:
         if frame.type is FrameType.PONG:
             self._pongs.add(frame.session)
-            self.version = int(frame.json().get("version", 0))
+            self.version = frame.int_field("version", 0, 0xFFFF)
             return
         session = self._sessions.get(frame.session)
         if session is None:
@@ -313,11 +340,67 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def _read_chunk(src: int | BinaryIO) -> bytes:
+    """Up to one chunk of ``src``; a read error ends the stream like EOF."""
+    try:
+        return os.read(src, _CHUNK) if isinstance(src, int) else src.read(_CHUNK)
+    except BlockingIOError:
+        raise
+    except OSError:
+        return b""
+
+
+def send_stream(session: ExecSession, src: int | BinaryIO, timeout: float | None,
+                extra: dict[int, Callable[[], None]] | None = None) -> bool:
+    """Send ``src`` (an fd or a binary file, read chunk by chunk) to the session's stdin, then
+    EOF. A chunk is read only while fewer than _STDIN_HIGH bytes wait to be written, so memory
+    stays bounded whatever the size; the connection (and ``extra``, see AgentConnection.step)
+    is served meanwhile. False when the process exited first (it stopped reading); AgentError
+    when the guest takes no stdin for ``timeout`` seconds (None: no limit)."""
+    conn = session.conn
+    stalled_since = time.monotonic()
+    while session.exit_code is None:
+        if conn.queued < _STDIN_HIGH:
+            chunk = _read_chunk(src)
+            if not chunk:
+                session.close_stdin()
+                return True
+            session.stdin_write(chunk)
+            stalled_since = time.monotonic()
+            conn.step(0, extra)
+            continue
+        left = None
+        if timeout is not None:
+            left = stalled_since + timeout - time.monotonic()
+            if left <= 0:
+                raise AgentError(f"exec session {session.id}: the guest took no stdin for "
+                                 f"{timeout:g}s")
+        conn.step(left, extra)
+    return False
+
+
+def _stdin_kind(fd: int | None) -> str:
+    """"poll" (pipe, socket, terminal), "file" (regular: not pollable, streamed) or "none"."""
+    if fd is None:
+        return "none"
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return "none"
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd):
+        return "poll"
+    return "file" if stat.S_ISREG(mode) else "none"
+
+
 def pump_session(session: ExecSession, stdin_fd: int | None = 0, stdout_fd: int = 1,
-                 stderr_fd: int = 2) -> int:
+                 stderr_fd: int = 2, *,
+                 extra: dict[int, Callable[[], None]] | None = None) -> int:
     """Relay an attached session to local fds (stdin → STDIN, STDOUT → stdout_fd, STDERR →
-    stderr_fd) until it exits; returns its exit code. Raw mode of a terminal is the caller's.
-    The session must have been started without output sinks."""
+    stderr_fd) until it exits; returns its exit code. A pipe, socket or terminal stdin is
+    polled, a regular file streamed (send_stream), anything else (/dev/null) is EOF at once.
+    ``extra`` fds are watched too, their callbacks run from this loop (a signal relay's
+    wakeup fd). Raw mode of a terminal is the caller's. The session must have been started
+    without output sinks."""
     session._on_stdout = lambda b: _write_all(stdout_fd, b)
     session._on_stderr = lambda b: _write_all(stderr_fd, b)
     for buf, fd in ((session.stdout, stdout_fd), (session.stderr, stderr_fd)):
@@ -325,19 +408,21 @@ def pump_session(session: ExecSession, stdin_fd: int | None = 0, stdout_fd: int 
             _write_all(fd, bytes(buf))
             buf.clear()
     conn = session.conn
-    reading = stdin_fd is not None
-    if not reading:
+    kind = _stdin_kind(stdin_fd)
+    if kind == "file":
+        assert stdin_fd is not None
+        send_stream(session, stdin_fd, None, extra)
+    elif kind == "none":
         session.close_stdin()
+    reading = kind == "poll"
 
     def on_stdin() -> None:
         nonlocal reading
         assert stdin_fd is not None
         try:
-            data = os.read(stdin_fd, 1 << 16)
-        except (BlockingIOError, InterruptedError):
+            data = _read_chunk(stdin_fd)
+        except BlockingIOError:
             return
-        except OSError:
-            data = b""
         if data:
             session.stdin_write(data)
         else:
@@ -345,7 +430,8 @@ def pump_session(session: ExecSession, stdin_fd: int | None = 0, stdout_fd: int 
             session.close_stdin()
 
     while session.exit_code is None:
-        extra = ({stdin_fd: on_stdin}
-                 if reading and stdin_fd is not None and conn.queued < _STDIN_HIGH else None)
-        conn.step(None, extra)
+        fds = dict(extra or {})
+        if reading and stdin_fd is not None and conn.queued < _STDIN_HIGH:
+            fds[stdin_fd] = on_stdin
+        conn.step(None, fds or None)
     return session.exit_code

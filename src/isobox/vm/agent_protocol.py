@@ -55,6 +55,16 @@ class Frame:
             raise AgentError(f"agent {self.type.name} frame: payload is not a JSON object")
         return obj
 
+    def int_field(self, key: str, lo: int, hi: int,
+                  obj: dict[str, Any] | None = None) -> int:
+        """``key`` of the JSON payload (or of ``obj``, already decoded): an integer (not a
+        bool) within [lo, hi]; anything else is a guest not speaking the protocol."""
+        value = (self.json() if obj is None else obj).get(key)
+        if type(value) is not int or not lo <= value <= hi:
+            raise AgentError(f"agent {self.type.name} frame: {key!r} must be an integer in "
+                             f"[{lo}, {hi}], got {repr(value)[:40]}")
+        return value
+
     def encode(self) -> bytes:
         return encode_frame(self.type, self.session, self.payload)
 

@@ -89,6 +89,10 @@ def _check_qcow2(path: Path, header: bytes, file_size: int) -> int:
         if incompat & ~QCOW2_INCOMPAT_KNOWN:
             raise _refuse(path, f"qcow2 incompatible features {incompat:#x} are unknown")
         ext_start = struct.unpack_from(">I", header, 100)[0]
+        if ext_start < 104 or ext_start % 8 or ext_start > min(len(header), 1 << cluster_bits):
+            raise _refuse(path, f"qcow2 header length {ext_start} is invalid")
+    elif version != 2:
+        raise _refuse(path, f"qcow2 version {version} is unknown")
     pos = ext_start
     cluster = 1 << cluster_bits
     while True:

@@ -18,17 +18,24 @@ from pathlib import Path
 from isobox.atomicfile import atomic_file
 from isobox.vm.cpio import CpioWriter
 from isobox.vm.errors import VMError
-from isobox.vm.kernel import GuestKernel
+from isobox.vm.kernel import GuestKernel, file_id
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 BUSYBOX = Path("/bin/busybox")
 
 # crc32c_generic: ext4 and jbd2 ask the crypto API for "crc32c" (metadata_csum, on by default
 # in mkfs.ext4); it is a module in Debian and the guest has no modprobe to autoload it.
+# No virtio_pci (and its two helper modules): microvm has no PCI bus (pci=off), and each
+# module costs boot time under TCG (benchmarks/vm_boot.py).
+# Loaded at every boot (/modules): what mounting the root disk and the agent's ports need.
 DEFAULT_MODULES: tuple[str, ...] = (
-    "virtio_mmio", "virtio_pci", "virtio_blk", "virtio_console", "virtio_net",
-    "crc32c_generic", "ext4", "9p", "9pnet_virtio", "overlay", "virtio_balloon",
+    "virtio_mmio", "virtio_blk", "virtio_console", "crc32c_generic", "ext4",
 )
+# Loaded only when the VM has the device (/modules.<group>, named on the kernel command line
+# as isobox.modules=net,9p,…): each module costs tenths of a second under TCG.
+OPTIONAL_MODULES: dict[str, tuple[str, ...]] = {
+    "net": ("virtio_net",), "9p": ("9p", "9pnet_virtio"), "balloon": ("virtio_balloon",),
+}
 
 _SUFFIXES = (".ko.xz", ".ko.zst", ".ko.gz", ".ko")
 
@@ -157,24 +164,32 @@ def guest_initramfs(cache_dir: Path, kernel: GuestKernel, agent: Path,
     """The cached initramfs for this kernel, agent and module set (built when missing)."""
     agent_data = _read_exe(agent, "guest agent", "build it with `make`", allow_script=True)
     busybox = _read_exe(BUSYBOX, "busybox", "`apt-get install busybox-static` provides it")
-    rels = module_closure(kernel.modules_dir, [*DEFAULT_MODULES, *extra_modules])
+    groups: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for group, names in {"": (*DEFAULT_MODULES, *extra_modules), **OPTIONAL_MODULES}.items():
+        groups[group] = [r for r in module_closure(kernel.modules_dir, names) if r not in seen]
+        seen.update(groups[group])
+    # The key comes from what identifies each input file (not its content: hashing and
+    # decompressing every module on each VM start cost 40-80 ms).
     key = hashlib.sha256()
-    for part in (BUILDER_VERSION, kernel.version, hashlib.sha256(agent_data).hexdigest(),
-                 hashlib.sha256(busybox).hexdigest()):
+    for part in (BUILDER_VERSION, kernel.version, file_id(agent), file_id(BUSYBOX)):
         key.update(part.encode() + b"\0")
-    modules: list[tuple[str, bytes]] = []
-    for rel in rels:
-        try:
-            data = _decompressed(kernel.modules_dir / rel)
-        except (OSError, lzma.LZMAError, EOFError) as e:
-            raise VMError(f"kernel module {kernel.modules_dir / rel}: {e}") from None
-        dest = f"/lib/modules/{kernel.version}/{_plain_rel(rel)}"
-        modules.append((dest, data))
-        key.update(dest.encode() + b"\0" + hashlib.sha256(data).digest())
+    for group, rels in groups.items():
+        for rel in rels:
+            key.update(f"{group}:{rel}:{file_id(kernel.modules_dir / rel)}\0".encode())
     out = cache_dir / "initramfs" / f"{key.hexdigest()}.cpio"
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    modules: dict[str, list[tuple[str, bytes]]] = {}
+    for group, rels in groups.items():
+        for rel in rels:
+            try:
+                data = _decompressed(kernel.modules_dir / rel)
+            except (OSError, lzma.LZMAError, EOFError) as e:
+                raise VMError(f"kernel module {kernel.modules_dir / rel}: {e}") from None
+            dest = f"/lib/modules/{kernel.version}/{_plain_rel(rel)}"
+            modules.setdefault(group, []).append((dest, data))
     with atomic_file(str(out)) as f:
         w = CpioWriter(f)
         for d in ("dev", "proc", "sys", "tmp", "rootfs", "bin", "lib", "lib/modules"):
@@ -183,7 +198,7 @@ def guest_initramfs(cache_dir: Path, kernel: GuestKernel, agent: Path,
         w.add_file("bin/busybox", busybox, 0o755)
         w.add_symlink("bin/sh", "busybox")
         made: set[str] = {"lib/modules"}
-        for dest, data in modules:
+        for dest, data in (m for group_mods in modules.values() for m in group_mods):
             parent = os.path.dirname(dest).strip("/")
             missing: list[str] = []
             while parent not in made:
@@ -193,6 +208,8 @@ def guest_initramfs(cache_dir: Path, kernel: GuestKernel, agent: Path,
                 w.add_dir(d)
                 made.add(d)
             w.add_file(dest, data)
-        w.add_file("modules", "".join(f"{dest}\n" for dest, _ in modules).encode())
+        for group, mods in modules.items():
+            name = f"modules.{group}" if group else "modules"
+            w.add_file(name, "".join(f"{dest}\n" for dest, _ in mods).encode())
         w.close()
     return out

@@ -222,10 +222,28 @@ def guest_kernel(cache_dir: Path, kernel: Path | None = None,
                        modules_dir=modules_dir)
 
 
+def file_id(path: Path) -> str:
+    """What identifies a file's version cheaply (device, inode, size, mtime): cache keys that
+    avoid reading the file on every VM start."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise VMError(f"{path}: {e.strerror}") from None
+    return f"{path}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def _cached_vmlinux(cache_dir: Path, kernel: Path, data: mmap.mmap) -> Path:
+    index = cache_dir / "kernels" / f"{hashlib.sha256(file_id(kernel).encode()).hexdigest()}.id"
+    try:  # this very file was decompressed before: skip hashing its 8 MB
+        known = cache_dir / "kernels" / f"{index.read_text().strip()}.vmlinux"
+        if known.is_file():
+            return known
+    except OSError:
+        pass
     digest = hashlib.sha256(data).hexdigest()
     out = cache_dir / "kernels" / f"{digest}.vmlinux"
     if out.is_file():
+        _write_index(index, digest)
         return out
     elf = decompress_bzimage(data, str(kernel))
     if not has_pvh_note(elf):
@@ -234,4 +252,10 @@ def _cached_vmlinux(cache_dir: Path, kernel: Path, data: mmap.mmap) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(str(out)) as f:
         f.write(elf)
+    _write_index(index, digest)
     return out
+
+
+def _write_index(index: Path, digest: str) -> None:
+    with atomic_file(str(index)) as f:
+        f.write(digest.encode())

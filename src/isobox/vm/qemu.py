@@ -38,6 +38,7 @@ class Drive:
     fmt: str
     readonly: bool = False
     node: str = "vda"
+    user: bool = False  # a user's disk: its header may not name a backing file (checked too)
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,11 @@ def qemu_argv(spec: MachineSpec, qemu: str = QEMU) -> list[str]:
         if d.node in nodes or not d.node.isidentifier():
             raise VMError(f"disk {d.path}: node name {d.node!r} is invalid or used twice")
         nodes.add(d.node)
-        blockdev = {"driver": d.fmt, "node-name": d.node, "read-only": d.readonly,
-                    "file": {"driver": "file", "filename": str(d.path),
-                             "read-only": d.readonly}}
+        blockdev: dict[str, object] = {
+            "driver": d.fmt, "node-name": d.node, "read-only": d.readonly,
+            "file": {"driver": "file", "filename": str(d.path), "read-only": d.readonly}}
+        if d.user and d.fmt == "qcow2":
+            blockdev["backing"] = None  # even if the header was changed after the check
         argv += ["-blockdev", json.dumps(blockdev, separators=(",", ":")),
                  "-device", f"virtio-blk-device,drive={d.node}"]
     if spec.ports:

@@ -825,17 +825,45 @@ static void session_free(struct session *s) {
    A symlink in the image's place is replaced (the guest is its own sandbox: following it
    could only touch the guest). */
 static void add_rootfs_mount(const char *path);
+#define MAX_SHARES 64
 
 /* The host directories shared with virtio-9p (`-v` for a VM), mounted in the workload's root. */
+/* Paths of the image resolve inside the workload's root (an absolute symlink such as
+   /var/run -> /run stays in it): chroot into it for the lookup, then come back through an fd
+   of the agent's own root. The agent is single-threaded, so nothing else sees the switch. */
+static int enter_root(void) {
+    int old = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (old < 0) return -1;
+    if (chroot(rootfs_dir) < 0 || chdir("/") < 0) {
+        int e = errno;
+        close(old);
+        errno = e;
+        return -1;
+    }
+    return old;
+}
+
+static void leave_root(int old) {
+    if (fchdir(old) < 0 || chroot(".") < 0 || chdir("/") < 0) die("cannot return to the agent's root");
+    close(old);
+}
+
 static bool mount_shares(struct strv *m, char *why, size_t n) {
     if (!rootfs_dir) {
         snprintf(why, n, "EXEC: mounts: no root filesystem to mount them in");
         return false;
     }
-    for (size_t i = 0; i < m->n; i += 3) {
+    int held[MAX_SHARES], nheld = 0;
+    int old = enter_root();
+    if (old < 0) {
+        snprintf(why, n, "EXEC: mounts: entering the root: %s", strerror(errno));
+        return false;
+    }
+    bool ok = true;
+    for (size_t i = 0; ok && i < m->n && nheld < MAX_SHARES; i += 3) {
         char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s%s", rootfs_dir, m->v[i + 1]);
-        for (char *c = path + strlen(rootfs_dir) + 1; *c; c++) {
+        snprintf(path, sizeof path, "%s", m->v[i + 1]);
+        for (char *c = path + 1; *c; c++) {
             if (*c != '/') continue;
             *c = 0;
             mkdir(path, 0755);
@@ -847,11 +875,23 @@ static bool mount_shares(struct strv *m, char *why, size_t n) {
                   "trans=virtio,version=9p2000.L,msize=524288,access=client") < 0) {
             snprintf(why, n, "EXEC: mounts: 9p %s on %s: %s", m->v[i], m->v[i + 1],
                      strerror(errno));
-            return false;
+            ok = false;
+        } else {
+            held[nheld++] = open(path, O_PATH | O_CLOEXEC);
         }
-        add_rootfs_mount(path);
     }
-    return true;
+    leave_root(old);
+    for (int k = 0; k < nheld; k++) { /* the mount points as the agent sees them */
+        char link[64], real[PATH_MAX];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", held[k]);
+        ssize_t len = held[k] >= 0 ? readlink(link, real, sizeof real - 1) : -1;
+        if (len > 0) {
+            real[len] = 0;
+            add_rootfs_mount(real);
+        }
+        if (held[k] >= 0) close(held[k]);
+    }
+    return ok;
 }
 
 static bool write_files(struct strv *f, char *why, size_t n) {
@@ -859,9 +899,14 @@ static bool write_files(struct strv *f, char *why, size_t n) {
         snprintf(why, n, "EXEC: files: no root filesystem to write them into");
         return false;
     }
-    for (size_t i = 0; i < f->n; i += 2) {
-        char path[PATH_MAX];
-        snprintf(path, sizeof path, "%s%s", rootfs_dir, f->v[i]);
+    int old = enter_root();
+    if (old < 0) {
+        snprintf(why, n, "EXEC: files: entering the root: %s", strerror(errno));
+        return false;
+    }
+    bool all = true;
+    for (size_t i = 0; all && i < f->n; i += 2) {
+        const char *path = f->v[i];
         struct stat st;
         if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) unlink(path);
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
@@ -876,11 +921,12 @@ static bool write_files(struct strv *f, char *why, size_t n) {
         int err = errno;
         if (fd >= 0) close(fd);
         if (!ok) {
-            snprintf(why, n, "EXEC: files: writing %s: %s", f->v[i], strerror(err));
-            return false;
+            snprintf(why, n, "EXEC: files: writing %s: %s", path, strerror(err));
+            all = false;
         }
     }
-    return true;
+    leave_root(old);
+    return all;
 }
 
 /* By ioctl, not /sys/class/net: sysfs shows the netns of whoever mounted it. */
@@ -1664,8 +1710,8 @@ static void keep_std_fds(void) {
     }
 }
 
-static void load_modules(void) {
-    FILE *f = fopen("/modules", "re");
+static void load_modules_from(const char *list) {
+    FILE *f = fopen(list, "re");
     if (!f) return;
     char line[PATH_MAX];
     while (fgets(line, sizeof line, f)) {
@@ -1678,6 +1724,21 @@ static void load_modules(void) {
         if (fd >= 0) close(fd);
     }
     fclose(f);
+}
+
+static char *cmdline_value(const char *key);
+
+/* /modules at every boot; /modules.<group> for the devices this VM has (isobox.modules=…) */
+static void load_modules(void) {
+    load_modules_from("/modules");
+    char *groups = cmdline_value("isobox.modules");
+    for (char *g = groups ? strtok(groups, ",") : NULL; g; g = strtok(NULL, ",")) {
+        if (strchr(g, '/') || strstr(g, "..")) continue;
+        char list[128];
+        snprintf(list, sizeof list, "/modules.%s", g);
+        load_modules_from(list);
+    }
+    free(groups);
 }
 
 static char *cmdline_value(const char *key) {

@@ -9,15 +9,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isobox.errors import ConflictError, IsoboxError, SystemSetupError
 from isobox.vm.agent_protocol import ExecSpec
 from isobox.vm.runtime.state import CTL_PORTS, VMState, VMStore
 
+if TYPE_CHECKING:
+    from isobox.vm.agent_client import AgentConnection
+
 BOOT_TIMEOUT_ENV = "ISOBOX_VM_BOOT_TIMEOUT"
 DEFAULT_BOOT_TIMEOUT = 60.0
 MAIN_SESSION = 0  # the agent's name for the workload started by `start`
+PORT_WAIT = 30.0  # how long a client waits for a free control port
 
 
 def boot_timeout() -> float:
@@ -28,47 +32,64 @@ def boot_timeout() -> float:
 
 
 @contextmanager
-def control_port(st: VMState, first: int = 0) -> Iterator[int]:
-    """A control port no other host process is using (QEMU serves one client per port):
-    the first free one from ``first``, else wait for ``first``."""
-    order = [n % CTL_PORTS for n in range(first, first + CTL_PORTS)]
-    for n in order:
-        fd = os.open(st.ctl_lock(n), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def control_port(st: VMState, *, control: bool, wait: float = PORT_WAIT) -> Iterator[int]:
+    """A control port no other host process is using (QEMU serves one client per port).
+    ctl0 is kept for the control verbs (start, kill, sync-files, powerdown), which take the
+    others too when it is busy; exec and the engine's tools (cp, stats, top) use ctl1..3
+    only, so they can never keep a ``kill`` out. All busy: retried for ``wait`` seconds,
+    then ConflictError."""
+    ports = range(CTL_PORTS) if control else range(1, CTL_PORTS)
+    deadline = time.monotonic() + wait
+    while True:
+        for n in ports:
+            fd = os.open(st.ctl_lock(n), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                yield n
+            finally:
+                os.close(fd)
+            return
+        if time.monotonic() >= deadline:
+            raise ConflictError(f"all {len(ports)} control ports of VM {st.id} are busy "
+                                f"(waited {wait:g}s)")
+        time.sleep(0.05)
+
+
+@contextmanager
+def agent_session(st: VMState, *, control: bool, timeout: float,
+                  wait: float = PORT_WAIT) -> Iterator[AgentConnection]:
+    """A connection to the VM's guest agent on a free control port (see control_port),
+    closed on exit; ``timeout`` bounds the connection and the agent's answers."""
+    with control_port(st, control=control, wait=wait) as n:
+        conn = connect(st, n, timeout)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        try:
-            yield n
+            yield conn
         finally:
-            os.close(fd)
-        return
-    fd = os.open(st.ctl_lock(first), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield first
-    finally:
-        os.close(fd)
+            conn.close()
 
 
-def connect(st: VMState, n: int, timeout: float) -> Any:
+def connect(st: VMState, n: int, timeout: float) -> AgentConnection:
     from isobox.vm.agent_client import AgentConnection
 
     try:
         return AgentConnection(Path(st.ctl_socket(n)), timeout=timeout)
     except IsoboxError as e:
         raise SystemSetupError(f"the VM's guest agent did not answer: {e}; last console lines: "
-                               f"{console_tail(st)}") from None
+                               f"{log_tail(st.console_log)}") from None
 
 
-def console_tail(st: VMState, lines: int = 4) -> str:
+def log_tail(path: str, lines: int = 5) -> str:
+    """The last lines of a log (QEMU's, the guest console) joined for an error message."""
     try:
-        with open(st.console_log, errors="replace") as f:
+        with open(path, errors="replace") as f:
             text = f.read()[-4000:]
     except OSError:
-        return "none"
-    return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:]) or "none"
+        return "no log"
+    return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:]) or "no output"
 
 
 def start(store: VMStore, vid: str) -> None:
@@ -77,10 +98,8 @@ def start(store: VMStore, vid: str) -> None:
     st = store.load(vid)
     status = st.status()
     if status == "stopped":
-        from isobox.vm.runtime.create import log_tail
-
         raise ConflictError(f"cannot start a VM that has stopped (qemu: {log_tail(st.qemu_log)};"
-                            f" console: {console_tail(st)})")
+                            f" console: {log_tail(st.console_log)})")
     if status != "created":
         raise ConflictError(f"cannot start an already {status} container")
     if st.annotations.get("org.isobox.vm.loadvm"):  # the workload runs already in the
@@ -92,19 +111,15 @@ def start(store: VMStore, vid: str) -> None:
     mounts = list(config.get("mounts") or [])
     user = process.get("user") or {}
     size = process.get("consoleSize") or {}
-    with control_port(st) as n:
-        conn = connect(st, n, boot_timeout())
-        try:
-            conn.exec_spec(ExecSpec(
-                args=list(process["args"]), env=list(process.get("env") or []),
-                cwd=str(process.get("cwd") or "/"), uid=int(user.get("uid", 0)),
-                gid=int(user.get("gid", 0)),
-                additional_gids=[int(g) for g in user.get("additionalGids") or []],
-                terminal=bool(process.get("terminal")), rows=int(size.get("height", 0)),
-                cols=int(size.get("width", 0)), main=True, stdin=_stdin_open(),
-                net=st.net or None, files=etc_files(mounts), mounts=share_mounts(config)))
-        finally:
-            conn.close()
+    with agent_session(st, control=True, timeout=boot_timeout()) as conn:
+        conn.exec_spec(ExecSpec(
+            args=list(process["args"]), env=list(process.get("env") or []),
+            cwd=str(process.get("cwd") or "/"), uid=int(user.get("uid", 0)),
+            gid=int(user.get("gid", 0)),
+            additional_gids=[int(g) for g in user.get("additionalGids") or []],
+            terminal=bool(process.get("terminal")), rows=int(size.get("height", 0)),
+            cols=int(size.get("width", 0)), main=True, stdin=_stdin_open(),
+            net=st.net or None, files=etc_files(mounts), mounts=share_mounts(config)))
     st.started = True
     st.save()
 
@@ -112,13 +127,9 @@ def start(store: VMStore, vid: str) -> None:
 def resume_restored(st: VMState) -> None:
     """A VM started with ``-loadvm``: no main EXEC (its workload is in the restored memory);
     only the guest NIC and /etc files are brought up to date (they may have changed)."""
-    with control_port(st) as n:
-        conn = connect(st, n, boot_timeout())
-        try:
-            conn.exec([], net=st.net or None,
-                      files=etc_files(process_mounts(st.bundle))).wait(10.0)
-        finally:
-            conn.close()
+    with agent_session(st, control=True, timeout=boot_timeout()) as conn:
+        conn.exec([], net=st.net or None,
+                  files=etc_files(process_mounts(st.bundle))).wait(10.0)
     st.started = True
     st.save()
 
@@ -165,12 +176,8 @@ def sync_files(store: VMStore, vid: str) -> None:
     files = etc_files(process_mounts(st.bundle))
     if not files:
         return
-    with control_port(st, first=1) as n:
-        conn = connect(st, n, 10.0)
-        try:
-            conn.exec([], files=files).wait(10.0)
-        finally:
-            conn.close()
+    with agent_session(st, control=True, timeout=10.0) as conn:
+        conn.exec([], files=files).wait(10.0)
 
 
 def _stdin_open() -> bool:
@@ -194,12 +201,8 @@ def kill(store: VMStore, vid: str, sig: int) -> None:
     if st.annotations.get("org.isobox.vm.system") == "true":
         powerdown(st, sig)
         return
-    with control_port(st) as n:
-        conn = connect(st, n, 5.0)
-        try:
-            conn.signal(MAIN_SESSION, sig)
-        finally:
-            conn.close()
+    with agent_session(st, control=True, timeout=5.0) as conn:
+        conn.signal(MAIN_SESSION, sig)
 
 
 def delete(store: VMStore, vid: str, force: bool) -> None:
@@ -250,12 +253,8 @@ def powerdown(st: VMState, sig: int) -> None:
     becomes systemd's poweroff request, SIGRTMIN+4), and QEMU presses the ACPI power button
     (``system_powerdown``) for guests whose agent is gone; the engine kills after its timeout."""
     try:
-        with control_port(st) as n:
-            conn = connect(st, n, 5.0)
-            try:
-                conn.signal(MAIN_SESSION, sig)
-            finally:
-                conn.close()
+        with agent_session(st, control=True, timeout=5.0) as conn:
+            conn.signal(MAIN_SESSION, sig)
     except IsoboxError:
         pass
     if sig in (signal.SIGTERM, signal.SIGPWR):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from isobox.errors import ConfigError, IsoboxError, SystemSetupError
+from isobox.vm.runtime.control import log_tail
 from isobox.vm.runtime.machine import DEFAULT_CACHE, annotation, guest_memory_mib, plan
 from isobox.vm.runtime.state import VMState, VMStore
 
@@ -217,10 +218,17 @@ def _spawn(argv: list[str], st: VMState, config: dict[str, Any], cgroup: Any,
             pass_fds=(stdio.stderr_fd,), start_new_session=True, preexec_fn=child_setup)
     except OSError as e:
         raise SystemSetupError(f"cannot start {argv[0]}: {e.strerror}") from None
+    except subprocess.SubprocessError as e:  # child_setup failed: cgroup or netns
+        raise SystemSetupError(f"cannot start {argv[0]}: {e}") from None
     finally:
         os.close(log_fd)
     if stdio.master >= 0:
-        _send_console(stdio.console_socket, stdio.master, stdio.slave)
+        try:
+            _send_console(stdio.console_socket, stdio.master, stdio.slave)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
     return proc
 
 
@@ -247,12 +255,3 @@ def _wait_ready(proc: subprocess.Popen[bytes], st: VMState) -> None:
             raise SystemSetupError(f"qemu did not open its QMP socket in {QMP_WAIT:.0f} s: "
                                    f"{log_tail(st.qemu_log)}")
         time.sleep(0.005)
-
-
-def log_tail(path: str, lines: int = 5) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            text = f.read()[-4000:]
-    except OSError:
-        return "no log"
-    return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:]) or "no output"

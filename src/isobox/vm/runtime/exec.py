@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from isobox.errors import ConfigError, ConflictError
-from isobox.vm.runtime.control import connect, control_port
+from isobox.vm.runtime.control import agent_session
 from isobox.vm.runtime.state import VMStore
+
+if TYPE_CHECKING:
+    from isobox.vm.agent_client import ExecSession
 
 # Signals the caller receives are forwarded to the process in the guest.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
@@ -52,42 +56,21 @@ def exec_command(store: VMStore, vid: str, flags: dict[str, Any], args: list[str
     terminal = bool(process.get("terminal"))
     rows, cols = _terminal_size() if terminal else (0, 0)
     detach = bool(flags.get("detach"))
-    with control_port(st, first=1) as n:
-        conn = connect(st, n, 10.0)
+    with agent_session(st, control=False, timeout=10.0) as conn:
         try:
-            try:
-                session = conn.exec(
-                    list(process["args"]), env=list(process.get("env") or []),
-                    cwd=str(process.get("cwd") or "/"), uid=int(user.get("uid", 0)),
-                    gid=int(user.get("gid", 0)),
-                    additional_gids=[int(g) for g in user.get("additionalGids") or []],
-                    terminal=terminal, rows=rows, cols=cols, stdin=not detach)
-            except ExecError as e:
-                os.write(2, f"{e}\n".encode())
-                return e.exit_code
-            if detach:
-                return 0
-            with _raw_terminal(terminal), _forward_signals(session):
-                return pump_session(session, stdin_fd=_pollable_stdin(session))
-        finally:
-            conn.close()
-
-
-def _pollable_stdin(session: Any) -> int | None:
-    """fd 0 when it can be polled (pipe, socket, terminal); a regular file is sent whole
-    first, /dev/null or a closed stdin means none."""
-    import stat
-
-    try:
-        mode = os.fstat(0).st_mode
-    except OSError:
-        return None
-    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(0):
-        return 0
-    if stat.S_ISREG(mode):
-        while chunk := os.read(0, 1 << 16):
-            session.stdin_write(chunk)
-    return None
+            session = conn.exec(
+                list(process["args"]), env=list(process.get("env") or []),
+                cwd=str(process.get("cwd") or "/"), uid=int(user.get("uid", 0)),
+                gid=int(user.get("gid", 0)),
+                additional_gids=[int(g) for g in user.get("additionalGids") or []],
+                terminal=terminal, rows=rows, cols=cols, stdin=not detach)
+        except ExecError as e:
+            os.write(2, f"{e}\n".encode())
+            return e.exit_code
+        if detach:
+            return 0
+        with _raw_terminal(terminal), SignalRelay(session) as relay:
+            return pump_session(session, stdin_fd=0, extra=relay.extra)
 
 
 def _terminal_size() -> tuple[int, int]:
@@ -118,26 +101,62 @@ class _raw_terminal:
             termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
 
 
-class _forward_signals:
-    """Our signals go to the guest process; SIGWINCH becomes a RESIZE."""
+class SignalRelay:
+    """Our signals go to the guest process, SIGWINCH becomes a RESIZE. The handlers only
+    record the signal (and Python's wakeup fd wakes pump_session's loop): the frames are
+    sent from the loop, through ``extra``. A handler writing to the connection itself could
+    run between a ``send`` and the removal of what it sent, sending those bytes twice."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: ExecSession) -> None:
         self.session = session
+        self.pending: list[int] = []
         self.previous: dict[int, Any] = {}
+        self._pipe: tuple[int, int] | None = None
+        self._old_wakeup = -1
 
-    def __enter__(self) -> None:
-        def forward(sig: int, _frame: object) -> None:
-            self.session.signal(sig)
+    def __enter__(self) -> SignalRelay:
+        self._pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self._old_wakeup = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
+            for sig in (*FORWARDED, signal.SIGWINCH):
+                self.previous[sig] = signal.signal(sig, self.record)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
 
-        def resize(_sig: int, _frame: object) -> None:
-            rows, cols = _terminal_size()
-            if rows:
-                self.session.resize(rows, cols)
+    def record(self, sig: int, _frame: object) -> None:
+        self.pending.append(sig)
 
-        for sig in FORWARDED:
-            self.previous[sig] = signal.signal(sig, forward)
-        self.previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, resize)
+    @property
+    def extra(self) -> dict[int, Callable[[], None]]:
+        """For pump_session: the wakeup fd and what to do when it is readable."""
+        assert self._pipe is not None
+        return {self._pipe[0]: self.deliver}
+
+    def deliver(self) -> None:
+        """Send the recorded signals (from the loop, never from a handler)."""
+        assert self._pipe is not None
+        try:
+            while os.read(self._pipe[0], 512):
+                pass
+        except BlockingIOError:
+            pass
+        while self.pending:
+            sig = self.pending.pop(0)
+            if sig == signal.SIGWINCH:
+                rows, cols = _terminal_size()
+                if rows:
+                    self.session.resize(rows, cols)
+            else:
+                self.session.signal(sig)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+        self.previous.clear()
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None

@@ -57,6 +57,16 @@ def host_memory_mib() -> int:
 ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
 
 
+def valid_hostname(name: str) -> bool:
+    """RFC 1123: it goes on the guest kernel's command line, where a space would add
+    parameters of the caller's choosing."""
+    if not name or len(name) > 253:
+        return False
+    return all(0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-"
+               and all(c.isascii() and (c.isalnum() or c == "-") for c in label)
+               for label in name.split("."))
+
+
 @dataclass(frozen=True)
 class Share:
     """A host directory the guest mounts with virtio-9p (a container's bind mount)."""
@@ -91,7 +101,7 @@ def share_args(items: list[Share]) -> list[str]:
 
         ro = ",readonly=on" if sh.readonly else ""
         args += ["-fsdev", f"local,id=fs{i},path={opt_value(sh.source)},"
-                           f"security_model=passthrough{ro}",
+                           f"security_model=mapped-xattr,multidevs=remap{ro}",
                  "-device", f"virtio-9p-device,fsdev=fs{i},mount_tag={sh.tag}"]
     return args
 
@@ -99,6 +109,9 @@ def share_args(items: list[Share]) -> list[str]:
 def kernel_cmdline(config: dict[str, Any], extra: str = "") -> str:
     parts = []
     hostname = str(config.get("hostname") or "")
+    if hostname and not valid_hostname(hostname):
+        raise ConfigError("hostname", f"{hostname!r} is not a valid host name for a VM "
+                          "(letters, digits, '-' and '.', at most 253 characters)")
     if hostname:
         parts.append(f"isobox.hostname={hostname}")
     if extra:
@@ -128,13 +141,38 @@ def plan(config: dict[str, Any], st: VMState, *, accel: Any, kernel: Path, initr
     ports += [SerialPort(f"isobox.ctl{n}", ("socket", Path(st.ctl_socket(n))))
               for n in range(CTL_PORTS)]
     return MachineSpec(
-        kernel=kernel, initrd=initrd, cmdline=kernel_cmdline(config, system_cmdline(config)),
+        kernel=kernel, initrd=initrd,
+        cmdline=kernel_cmdline(config, " ".join(filter(None, (system_cmdline(config),
+                                                             module_groups(config))))),
         memory_mib=memory, cpus=guest_cpus(config), accel=accel,
-        drives=[Drive(Path(disk), annotation(config, "disk-format", "qcow2"))],
+        drives=[root_drive(config, disk)],
         ports=ports, qmp_socket=Path(st.qmp_socket),
-        console_log=Path(st.console_log),
+        # the guest can write its serial console without end: kept only for system VMs (a
+        # login prompt) and when asked for (ISOBOX_VM_DEBUG=1 in the engine's environment)
+        console_log=Path(st.console_log) if is_system(config)
+        or annotation(config, "console") == "on" else None,
         extra_args=tuple(share_args(shares(config)) + loadvm_args(config)
                          + system_args(config)))
+
+
+def root_drive(config: dict[str, Any], disk: str) -> Drive:
+    """The root disk; a user's own disk (``vm create --disk``) is checked again here, just
+    before QEMU opens it, whoever started the VM (a restart policy, ``system boot``)."""
+    fmt = annotation(config, "disk-format", "qcow2")
+    if annotation(config, "disk-user") != "true":
+        return Drive(Path(disk), fmt)
+    from isobox.vm.disk import check_user_disk
+
+    real = os.path.realpath(disk)
+    data_root = os.path.dirname(os.path.realpath(annotation(config, "cache", DEFAULT_CACHE)))
+    if real == data_root or real.startswith(data_root + "/"):
+        raise ConfigError("--disk", f"{disk}: a disk inside isobox's data directory "
+                          f"({data_root}) cannot be a VM's own disk")
+    info = check_user_disk(real)
+    if info.format != fmt:
+        raise ConfigError("--disk", f"{disk}: its format changed from {fmt} to {info.format} "
+                          "since the VM was created; refusing")
+    return Drive(Path(real), fmt, user=True)
 
 
 def loadvm_args(config: dict[str, Any]) -> list[str]:
@@ -153,6 +191,19 @@ def is_system(config: dict[str, Any]) -> bool:
     """``org.isobox.vm.system=true``: the guest boots the disk's own init (the agent hands
     PID 1 over at ``start``) instead of running ``process.args`` as a workload."""
     return annotation(config, "system") == "true"
+
+
+def module_groups(config: dict[str, Any]) -> str:
+    """Which optional guest modules (vm/initramfs.py OPTIONAL_MODULES) this VM needs."""
+    groups = []
+    if any(ns.get("type") == "network" and ns.get("path")
+           for ns in (config.get("linux") or {}).get("namespaces") or []):
+        groups.append("net")  # a namespace of the engine's: eth0 on a bridge (maybe)
+    if shares(config):
+        groups.append("9p")
+    if is_system(config):
+        groups.append("balloon")
+    return f"isobox.modules={','.join(groups)}" if groups else ""
 
 
 def system_cmdline(config: dict[str, Any]) -> str:

@@ -109,15 +109,18 @@ class VMStore:
 
 def guest_exit_code(state_dir: str) -> int | None:
     """The workload's exit code as the guest agent wrote it (``exit=<n>``), if it did."""
+    # the guest writes this file: read a bounded tail, accept only an exit status's range
     try:
-        with open(os.path.join(state_dir, "exit-status")) as f:
-            text = f.read()
+        with open(os.path.join(state_dir, "exit-status"), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64))
+            text = f.read(64).decode("ascii", "replace")
     except OSError:
         return None
     for line in reversed(text.splitlines()):
         if line.startswith("exit="):
-            try:
-                return int(line[5:])
-            except ValueError:
-                return None
+            value = line[5:].strip()
+            if value.isdigit() and int(value) <= 255:
+                return int(value)
+            return None
     return None
