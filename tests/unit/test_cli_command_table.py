@@ -44,3 +44,12 @@ def test_help_lists_every_command() -> None:
                          check=True).stdout
     for name in ("run", "images", "network", "vm", "snapshot", "system", "volume"):
         assert f"  {name} " in out
+
+
+def test_groups_spread_over_modules_get_all_their_subcommands() -> None:
+    code = ("import sys; from isobox.cli.main import main; "
+            "sys.exit(main(['system', '--help']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    for name in ("boot", "info", "prune", "df"):
+        assert f"  {name} " in out

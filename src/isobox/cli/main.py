@@ -50,14 +50,13 @@ class LazyGroup(click.Group):
     """Loads the module of the command being run, or every module when listing or unsure."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in self.commands:
-            module = COMMAND_TABLE.get(cmd_name)
-            if module is not None:
-                import importlib
+        module = COMMAND_TABLE.get(cmd_name)
+        if module is None:  # unknown, or a group several modules add subcommands to
+            _register()
+        elif cmd_name not in self.commands:
+            import importlib
 
-                importlib.import_module(module)
-            if cmd_name not in self.commands:
-                _register()
+            importlib.import_module(module)
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
