@@ -30,3 +30,24 @@ def atomic_file(path: str, mode: int = 0o644) -> Iterator[BinaryIO]:
         except FileNotFoundError:
             pass
         raise
+
+
+@contextmanager
+def atomic_path(path: str, mode: int = 0o644) -> Iterator[str]:
+    """Yield the path of an empty temporary sibling for a program to write (a compiler,
+    ``qemu-img``, ``mkfs``); it replaces ``path`` with ``mode`` when the block completes and is
+    removed on an exception."""
+    target = os.path.abspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.",
+                               dir=os.path.dirname(target))
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, mode)
+        os.rename(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

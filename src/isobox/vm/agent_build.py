@@ -4,12 +4,11 @@ source and of the compiler's version, so an upgraded compiler or an edited agent
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
+from isobox.atomicfile import atomic_path
 from isobox.errors import SystemSetupError
 
 AGENT_SOURCE = Path(__file__).parent / "guest" / "agent.c"
@@ -50,9 +49,7 @@ def agent_binary(cache_dir: Path) -> Path:
     if out.is_file():
         return out
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{AGENT_NAME}.", dir=out_dir)
-    os.close(fd)
-    try:
+    with atomic_path(str(out), 0o755) as tmp:
         proc = subprocess.run([cc, *CFLAGS, "-o", tmp, str(AGENT_SOURCE)],
                               capture_output=True, text=True, timeout=300, check=False)
         if proc.returncode != 0:
@@ -60,12 +57,4 @@ def agent_binary(cache_dir: Path) -> Path:
             raise SystemSetupError(f"compiling the VM guest agent ({AGENT_SOURCE}) failed "
                                    f"with exit code {proc.returncode}: {tail}\n"
                                    f"(a static build needs gcc and libc6-dev: {_SETUP_HINT})")
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return out

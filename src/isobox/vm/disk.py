@@ -13,10 +13,10 @@ import os
 import stat
 import struct
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from isobox.atomicfile import atomic_path
 from isobox.vm.errors import DiskError
 
 MiB = 1 << 20
@@ -210,24 +210,11 @@ def ext4_image_from_dir(src: Path | str, dest: Path | str, free_mib: int = 256) 
     # ~10% for group descriptors and bitmaps, 256 B per inode, a 16 MiB journal.
     size = used + used // 10 + inode_count * 256 + 16 * MiB + free_mib * MiB + 8 * MiB
     size = (size + MiB - 1) // MiB * MiB
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        os.ftruncate(fd, size)
-        os.close(fd)
-        fd = -1
+    with atomic_path(str(dest), 0o600) as tmp:
+        os.truncate(tmp, size)
         _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-N", str(inode_count), "-J", "size=16",
               "-E", "root_owner=0:0,lazy_journal_init=1", "-L", "isobox", "-d", str(src), tmp],
              f"ext4 image {dest} from {src}")
-        os.rename(tmp, dest)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def create_overlay(base: Path | str, base_fmt: str, dest: Path | str,
@@ -239,19 +226,9 @@ def create_overlay(base: Path | str, base_fmt: str, dest: Path | str,
         raise DiskError(f"overlay base {base}: format {base_fmt!r} is not raw or qcow2")
     if not base.is_file():
         raise DiskError(f"overlay base {base}: no such file")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o600)
+    with atomic_path(str(dest), 0o600) as tmp:
         argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", base_fmt,
                 "-b", str(base.absolute()), tmp]
         if size is not None:
             argv.append(str(size))
         _run(argv, f"overlay {dest} on {base}")
-        os.rename(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
