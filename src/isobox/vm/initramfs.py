@@ -6,6 +6,7 @@ which is faster than any codec under TCG), cached by a digest of every input."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import lzma
@@ -57,10 +58,18 @@ def module_name(path: str) -> str:
 
 
 def _read_dep(modules_dir: Path) -> dict[str, _Module]:
+    path = modules_dir / "modules.dep"
+    return _parse_dep(path, file_id(path))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_dep(path: Path, _version: str) -> dict[str, _Module]:
+    """Parsed once per process and file version: a VM start asks for several closures, and
+    each parse of Debian's 6000-line modules.dep costs ~18 ms."""
     try:
-        text = (modules_dir / "modules.dep").read_text()
+        text = path.read_text()
     except OSError as e:
-        raise VMError(f"{modules_dir}/modules.dep: {e.strerror}") from None
+        raise VMError(f"{path}: {e.strerror}") from None
     out: dict[str, _Module] = {}
     for line in text.splitlines():
         rel, sep, deps = line.partition(":")
