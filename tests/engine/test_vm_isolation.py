@@ -88,6 +88,45 @@ def test_kill_ends_the_vm(isobox: Isobox) -> None:
     isobox("rm", name)
 
 
+def _cgroup_limit(pid: int, controller: str, v1_file: str, v2_file: str) -> str:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        if controller in ctrls.split(","):
+            return Path(f"/sys/fs/cgroup/{controller}{path}/{v1_file}").read_text().strip()
+    path = next(ln.split(":", 2)[2] for ln in Path(f"/proc/{pid}/cgroup").read_text()
+                .splitlines() if ln.startswith("0::"))
+    return Path(f"/sys/fs/cgroup{path}/{v2_file}").read_text().strip()
+
+
+def test_qemu_runs_unprivileged_chrooted_and_limited(isobox: Isobox) -> None:
+    """SECURITY.md case 54: uid != 0, no capabilities, no_new_privs, seccomp, an empty chroot,
+    its own cgroup with memory and pids limits; a second VM gets another uid."""
+    names = [f"{RUN_PREFIX}vmu1", f"{RUN_PREFIX}vmu2"]
+    try:
+        cids = [isobox("run", "-d", "--name", n, *VM, "--network", "none", "--memory", "128m",
+                       "busybox", "sleep", "600").stdout.strip() for n in names]
+        uids = []
+        for cid in cids:
+            state = json.loads(Path(isobox.run_dir(), "vm", cid, "state.json").read_text())
+            pid = int(state["pid"])
+            status = dict(line.split(":\t", 1) for line in
+                          Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+            uid = int(status["Uid"].split()[0])
+            assert uid != 0 and status["Uid"].split() == [str(uid)] * 4
+            assert status["CapEff"] == status["CapPrm"] == "0000000000000000"
+            assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
+            root = os.readlink(f"/proc/{pid}/root")
+            assert root.startswith(isobox.run_dir()) and os.listdir(root) == []
+            memory = int(_cgroup_limit(pid, "memory", "memory.limit_in_bytes", "memory.max"))
+            assert 128 << 20 < memory < 1 << 30  # guest + QEMU's overhead, not unlimited
+            assert _cgroup_limit(pid, "pids", "pids.max", "pids.max") != "max"
+            uids.append(uid)
+        assert uids[0] != uids[1]
+        assert isobox("exec", names[0], "echo", "ok").stdout == "ok\n"
+    finally:
+        isobox("rm", "-f", *names, check=False)
+
+
 def test_vm_and_container_reach_each_other_by_name(isobox: Isobox) -> None:
     net = f"{RUN_PREFIX}vmnet"
     isobox("network", "create", net)
@@ -205,8 +244,12 @@ def test_host_directory_and_named_volume_are_shared(isobox: Isobox, tmp_path: Pa
 
 
 def test_interactive_terminal(isobox: Isobox) -> None:
+    import fcntl
     import pty
     import select
+    import signal
+    import struct
+    import termios
 
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -224,9 +267,23 @@ def test_interactive_terminal(isobox: Isobox) -> None:
                 except OSError:
                     return
 
+    def set_size(rows: int, cols: int) -> None:  # as a terminal emulator does
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        os.kill(pid, signal.SIGWINCH)
+
     try:
+        set_size(31, 97)
         pump(90, until=b"/ # ")
         assert b"/ # " in out, out
+        os.write(fd, b"stty size\r")
+        pump(30, until=b"31 97")
+        assert b"31 97" in out, out[-300:]  # the size at start reached the guest's pty
+        set_size(43, 111)  # and a resize while it runs
+        deadline = time.monotonic() + 30
+        while b"43 111" not in out and time.monotonic() < deadline:
+            os.write(fd, b"stty size\r")
+            pump(2, until=b"43 111")
+        assert b"43 111" in out, out[-300:]
         os.write(fd, b"tty; echo marker-$((6*7)); exit 4\r")
         pump(30, until=b"marker-42")
         _, status = os.waitpid(pid, 0)

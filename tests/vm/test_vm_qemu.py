@@ -47,6 +47,17 @@ def _spec(tmp: Path, **kw: object) -> MachineSpec:
     return MachineSpec(**base)  # type: ignore[arg-type]
 
 
+def test_run_as_drops_root_in_an_empty_chroot(vm_tmp: Path) -> None:
+    argv = qemu_argv(_spec(vm_tmp, run_as=(2100000001, 2100000001), chroot=vm_tmp / "empty"))
+    assert argv[argv.index("-runas") + 1] == "2100000001:2100000001"
+    assert argv[argv.index("-chroot") + 1] == str(vm_tmp / "empty")
+    # QEMU's own setuid comes after its filter: it must pass; spawning stays denied
+    assert argv[argv.index("-sandbox") + 1] == \
+        "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
+    with pytest.raises(VMError, match="must not be root"):
+        qemu_argv(_spec(vm_tmp, run_as=(0, 0)))
+
+
 def test_argv_is_locked_down(vm_tmp: Path) -> None:
     drives = [Drive(vm_tmp / "a,b.raw", "raw", readonly=True),
               Drive(vm_tmp / "c.qcow2", "qcow2", node="vdb")]
@@ -128,16 +139,29 @@ def _wait_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 10)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("unprivileged", [False, True], ids=["root", "runas"])
 def test_qmp_and_sandbox_on_paused_machine(host_kernel: GuestKernel, initrd: Path,
-                                           vm_tmp: Path, qemus: list[Qemu]) -> None:
+                                           vm_tmp: Path, qemus: list[Qemu],
+                                           unprivileged: bool) -> None:
     sock = vm_tmp / "qmp.sock"
+    empty = vm_tmp / "empty"
+    empty.mkdir(mode=0o555)
     argv = qemu_argv(_spec(vm_tmp, kernel=host_kernel.vmlinux, initrd=initrd, qmp_socket=sock,
-                           extra_args=["-S"]))
+                           extra_args=["-S"], run_as=(2100000007, 2100000007)
+                           if unprivileged else None, chroot=empty if unprivileged else None))
     q = Qemu(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     qemus.append(q)
     _wait_socket(sock, q.proc)
     status = Path(f"/proc/{q.proc.pid}/status").read_text()
     assert "Seccomp:\t2" in status
+    if unprivileged:  # set*uid is allowed by the filter then: it must not buy back root
+        wait_for_uid = time.monotonic() + 10
+        while "Uid:\t0" in Path(f"/proc/{q.proc.pid}/status").read_text():
+            assert time.monotonic() < wait_for_uid
+            time.sleep(0.05)
+        status = Path(f"/proc/{q.proc.pid}/status").read_text()
+        assert "Uid:\t2100000007\t2100000007\t2100000007" in status
+        assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status
     pwned = vm_tmp / "pwned"
     with QMPClient(sock) as qmp:
         assert qmp.execute("query-status")["status"] == "prelaunch"

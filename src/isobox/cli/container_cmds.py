@@ -3,9 +3,7 @@ ps, logs, exec, pause, unpause), with Docker's flags and exit codes."""
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -252,37 +250,16 @@ def logs(obj: CliContext, follow: bool, tail: str, since: str, until: str, times
     import time
 
     from isobox.engine import logs as logmod
-    from isobox.errors import ConfigError
 
     engine = obj.engine
     row = engine.get(container)
     now = time.time()
-    since_ts = logmod.parse_since(since, now) if since else None
-    until_ts = logmod.parse_since(until, now) if until else None
-    ntail: int | None = None
-    if tail != "all":
-        try:
-            ntail = int(tail)
-        except ValueError:
-            raise ConfigError("--tail", f"invalid value {tail!r}: a number or all") from None
-        if ntail < 0:
-            ntail = None
-    path = engine.layout.log_path(row.id)
+    records = logmod.container_logs(
+        engine, row.id, follow=follow, tail=logmod.parse_tail(tail),
+        since=logmod.parse_since(since, now) if since else None,
+        until=logmod.parse_since(until, now) if until else None)
     out = sys.stdout.buffer
     err = sys.stderr.buffer
-    kwargs: dict[str, Any] = {"since": since_ts, "until": until_ts, "tail": ntail}
-    if follow:
-        cid = row.id
-
-        def stopped() -> bool:
-            try:
-                return engine.get(cid).status not in ("running", "paused", "restarting")
-            except NotFoundError:
-                return True
-
-        records = logmod.follow_logs(path, stop=stopped, **kwargs)
-    else:
-        records = logmod.read_logs(path, **kwargs)
     try:
         for rec in records:
             stream = err if rec.stream == "stderr" else out
@@ -317,89 +294,12 @@ def exec_(obj: CliContext, detach: bool, interactive: bool, tty: bool, env: tupl
     raise click.exceptions.Exit(code)
 
 
-def _status_text(engine: Engine, row: Any) -> str:
-    import time
-
-    from isobox.cli.output import human_duration
-
-    status = engine.effective_status(row)
-    now = time.time()
-    if status == "running":
-        from isobox.engine.health import status_suffix  # "(healthy)", "(health: starting)"
-
-        return f"Up {human_duration(now - row.started_at)}{status_suffix(row)}"
-    if status == "paused":
-        return f"Up {human_duration(now - row.started_at)} (Paused)"
-    if status == "restarting":
-        return (f"Restarting ({row.exit_code}) {human_duration(now - row.finished_at)} ago")
-    if status == "exited":
-        return f"Exited ({row.exit_code}) {human_duration(now - row.finished_at)} ago"
-    if status == "removing":
-        return "Removal In Progress"
-    return status.capitalize()
-
-
 def _ports_text(row: Any) -> str:
     out = []
     for p in (row.network or {}).get("ports") or []:
         ip = p.get("host_ip") or "0.0.0.0"
         out.append(f"{ip}:{p['host_port']}->{p['container_port']}/{p['protocol']}")
     return ", ".join(out)
-
-
-def _command_text(engine: Engine, row: Any, trunc: bool) -> str:
-    import json as _json
-
-    try:
-        with open(os.path.join(engine.layout.container_dir(row.id), "config.json")) as f:
-            args = _json.load(f)["process"]["args"]
-    except (OSError, ValueError, KeyError):
-        args = list(row.options.get("command") or [])
-    text = " ".join(args)
-    if trunc and len(text) > 20:
-        text = text[:19] + "…"
-    return f'"{text}"'
-
-
-def _matches(engine: Engine, row: Any, filters: list[tuple[str, str]]) -> bool:
-    by: dict[str, list[str]] = {}
-    for k, v in filters:
-        by.setdefault(k, []).append(v)
-    checks: dict[str, Callable[[str], bool]] = {
-        "id": lambda v: row.id.startswith(v),
-        "name": lambda v: v in row.name,
-        "status": lambda v: engine.effective_status(row) == v,
-        "ancestor": lambda v: v in (row.image_ref, row.image_id, row.image_id[7:19]),
-        "exited": lambda v: engine.effective_status(row) == "exited" and str(row.exit_code) == v,
-        "label": lambda v: _label_match(row, v),
-        "network": lambda v: str(row.options.get("network")) == v,
-        "health": lambda v: _health_state(row, v),
-    }
-    for key, values in by.items():
-        check = checks.get(key)
-        if check is None:
-            from isobox.errors import ConfigError
-
-            raise ConfigError("--filter", f"invalid filter '{key}'")
-        if not any(check(v) for v in values):
-            return False
-    return True
-
-
-def _health_state(row: Any, wanted: str) -> bool:
-    from isobox.engine.health import STATUSES, health_state
-
-    if wanted not in STATUSES:
-        from isobox.errors import ConfigError
-
-        raise ConfigError("--filter", f"Unrecognised filter value for health: {wanted}")
-    return health_state(row) == wanted
-
-
-def _label_match(row: Any, text: str) -> bool:
-    labels = row.options.get("labels") or {}
-    key, sep, value = text.partition("=")
-    return key in labels and (not sep or labels[key] == value)
 
 
 @cli.command()
@@ -418,6 +318,7 @@ def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
     import json as _json
 
     from isobox.cli.output import human_ago, print_table
+    from isobox.engine.listing import command_text, list_containers, status_text
     from isobox.errors import ConfigError
 
     engine = obj.engine
@@ -427,16 +328,7 @@ def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
         if not sep:
             raise ConfigError("--filter", f"bad format of filter (expected name=value): {f}")
         pairs.append((k, v))
-    rows = engine.list()
-    if latest:
-        last = 1
-    if last >= 0:
-        rows = rows[:last]
-        all_ = True
-    if not all_:
-        rows = [r for r in rows if engine.effective_status(r) in ("running", "paused",
-                                                                  "restarting")]
-    rows = [r for r in rows if _matches(engine, r, pairs)]
+    rows = list_containers(engine, all_=all_, last=1 if latest else last, filters=pairs)
     if quiet:
         for r in rows:
             click.echo(r.id if no_trunc else r.id[:12])
@@ -446,8 +338,8 @@ def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
             created = datetime.datetime.fromtimestamp(r.created, datetime.UTC)
             click.echo(_json.dumps({
                 "ID": r.id if no_trunc else r.id[:12], "Image": r.image_ref,
-                "Command": _command_text(engine, r, not no_trunc), "CreatedAt": str(created),
-                "Status": _status_text(engine, r), "State": engine.effective_status(r),
+                "Command": command_text(engine, r, not no_trunc), "CreatedAt": str(created),
+                "Status": status_text(engine, r), "State": engine.effective_status(r),
                 "Ports": _ports_text(r), "Names": r.name,
                 "Labels": ",".join(f"{k}={v}" for k, v in
                                    (r.options.get("labels") or {}).items()),
@@ -460,8 +352,8 @@ def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
     for r in rows:
         created_text = datetime.datetime.fromtimestamp(r.created, datetime.UTC).isoformat()
         table.append([r.id if no_trunc else r.id[:12], r.image_ref,
-                      _command_text(engine, r, not no_trunc), human_ago(created_text),
-                      _status_text(engine, r), _ports_text(r), r.name, _isolation(r)])
+                      command_text(engine, r, not no_trunc), human_ago(created_text),
+                      status_text(engine, r), _ports_text(r), r.name, _isolation(r)])
     print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES",
                  "ISOLATION"], table)
 

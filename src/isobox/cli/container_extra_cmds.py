@@ -17,7 +17,6 @@ from isobox.cli.main import cli
 from isobox.errors import ConfigError, ConflictError, IsoboxError, NotFoundError
 
 if TYPE_CHECKING:
-    from isobox.engine.engine import Engine
     from isobox.engine.stats import StatsSummary
 
 pass_ctx = click.make_pass_decorator(CliContext)
@@ -284,38 +283,6 @@ def stats(obj: CliContext, all_: bool, no_stream: bool, fmt: str, no_trunc: bool
 
 # ------------------------------------------------------------------------ top, port, diff
 
-def top_rows(engine: Engine, ref: str, ps_args: tuple[str, ...]) -> tuple[list[str],
-                                                                         list[list[str]]]:
-    """``ps`` output (titles, rows) restricted to the container's processes (moby's way)."""
-    import subprocess
-
-    row = engine.get(ref)
-    if engine.effective_status(row) not in ("running", "paused"):
-        raise ConflictError(f"Container {row.id} is not running")
-    if row.options.get("isolation") == "vm":  # vmops: the guest's processes, via its agent
-        from isobox.engine.vm_guest import guest_processes
-
-        return guest_processes(engine, row, ps_args)
-    pids = set(engine.runtime(row).ps_pids(row.id))
-    args = list(ps_args) or ["-ef"]
-    proc = subprocess.run(["ps", *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise ConfigError("top", f"ps: {proc.stderr.strip() or 'failed'}")
-    lines = proc.stdout.splitlines()
-    if not lines:
-        return [], []
-    titles = lines[0].split()
-    if "PID" not in titles:
-        raise ConfigError("top", "Couldn't find PID field in ps output")
-    col = titles.index("PID")
-    out = []
-    for line in lines[1:]:
-        fields = line.split(None, len(titles) - 1)
-        if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:
-            out.append(fields)
-    return titles, out
-
-
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("container")
 @click.argument("ps_args", nargs=-1, type=click.UNPROCESSED)
@@ -323,6 +290,7 @@ def top_rows(engine: Engine, ref: str, ps_args: tuple[str, ...]) -> tuple[list[s
 def top(obj: CliContext, container: str, ps_args: tuple[str, ...]) -> None:
     """Display the running processes of a container."""
     from isobox.cli.output import print_table
+    from isobox.engine.top import top_rows
 
     titles, rows = top_rows(obj.engine, container, ps_args)
     width = len(titles)
@@ -522,7 +490,7 @@ def attach(obj: CliContext, no_stdin: bool, sig_proxy: bool, container: str) -> 
         raise ConflictError("You cannot attach to a paused container, unpause it first")
     if status != "running":
         raise ConflictError("You cannot attach to a stopped container, start it first")
-    session = AttachSession.connect(engine.layout.container_dir(row.id))
+    session = AttachSession.to_container(engine, row)
     code = attach_and_wait(engine, row.id, session, tty=bool(row.options.get("tty")),
                            stdin=not no_stdin and bool(row.options.get("open_stdin")),
                            sig_proxy=sig_proxy, owns_marker=False)

@@ -42,7 +42,7 @@ COMMAND_TABLE: dict[str, str] = {
     **dict.fromkeys(("build", "commit"), "isobox.cli.build_cmds"),
     "network": "isobox.cli.network_cmds", "volume": "isobox.cli.volume_cmds",
     "vm": "isobox.cli.vm_cmds", "snapshot": "isobox.cli.snapshot_cmds",
-    "version": "isobox.cli.main",
+    "version": "isobox.cli.main", "serve": "isobox.cli.main",
 }
 
 
@@ -92,6 +92,23 @@ def system() -> None:
 def version() -> None:
     """Show the isobox version."""
     click.echo(f"isobox version {__version__}")
+
+
+@cli.command()
+@click.option("--socket", "socket_path", default="/run/isobox/isobox.sock", show_default=True,
+              help="Unix socket to listen on (mode 0660, group --group).")
+@click.option("--group", default="isobox", show_default=True,
+              help="Group owning the socket (created if missing).")
+@click.pass_obj
+def serve(obj: CliContext, socket_path: str, group: str) -> None:
+    """Serve the Docker-Engine-compatible API (docker CLI, docker-py) on a unix socket."""
+    import logging
+
+    from isobox.api.server import serve as run_server
+
+    # INFO unless --log-level configured logging already (then basicConfig does nothing)
+    logging.basicConfig(level=logging.INFO, format="isobox serve: %(levelname)s: %(message)s")
+    run_server(obj.root, socket_path, group)
 
 
 def _register() -> None:

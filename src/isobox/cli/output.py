@@ -71,31 +71,3 @@ def human_ago(rfc3339: str) -> str:
                 f"{n} {unit}{'s' if n != 1 else ''} ago"
     n = int(secs // (86400 * 365))
     return f"{n} year{'s' if n != 1 else ''} ago"
-
-
-def human_duration(secs: float) -> str:
-    """Docker's go-units HumanDuration: ``Less than a second``, ``5 seconds``, ``3 minutes``."""
-    s = int(secs)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"

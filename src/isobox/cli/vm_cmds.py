@@ -1,4 +1,5 @@
-"""``isobox vm create/start/stop/restart/kill/rm/ls/inspect/console/exec/resize``: system VMs."""
+"""``isobox vm create/start/stop/restart/kill/rm/ls/inspect/console/exec/resize/save/restore``:
+system VMs."""
 
 from __future__ import annotations
 
@@ -132,7 +133,9 @@ def ls_cmd(ctx: CliContext, quiet: bool) -> None:
             continue
         res = r.options.get("resources") or {}
         info = r.options.get("system_vm") or {}
-        rows.append([r.id[:12], r.name, r.status,
+        saved = r.options.get("saved_state")
+        status = f"saved ({saved['file']})" if saved and r.status == "exited" else r.status
+        rows.append([r.id[:12], r.name, status,
                      str(int(res.get("nano_cpus") or 1e9) // 1_000_000_000),
                      f"{int(res.get('memory') or DEFAULT_MEMORY) // MIB}MiB",
                      info.get("image") or info.get("disk") or ""])
@@ -151,6 +154,7 @@ def inspect_cmd(ctx: CliContext, names: tuple[str, ...]) -> None:
 
 
 @vm.command("exec", context_settings={"ignore_unknown_options": True})
+@click.option("--detach", "-d", is_flag=True, help="Run COMMAND in the background.")
 @click.option("--interactive", "-i", is_flag=True)
 @click.option("--tty", "-t", is_flag=True)
 @click.option("--env", "-e", multiple=True)
@@ -159,15 +163,16 @@ def inspect_cmd(ctx: CliContext, names: tuple[str, ...]) -> None:
 @click.argument("name")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_ctx
-def exec_cmd(ctx: CliContext, interactive: bool, tty: bool, env: tuple[str, ...], user: str,
-             workdir: str, name: str, command: tuple[str, ...]) -> None:
+def exec_cmd(ctx: CliContext, detach: bool, interactive: bool, tty: bool, env: tuple[str, ...],
+             user: str, workdir: str, name: str, command: tuple[str, ...]) -> None:
     """Run COMMAND in the booted VM through the guest agent; exits with its code."""
     from isobox.engine.execute import ExecRequest, exec_in_container
     from isobox.engine.system_vm import get_system_vm
 
     row = get_system_vm(ctx.engine, name)
     code = exec_in_container(ctx.engine, row.id, ExecRequest(
-        args=list(command), interactive=interactive, tty=tty, env=list(env), user=user,
+        args=list(command), detach=detach, interactive=interactive, tty=tty, env=list(env),
+        user=user,
         workdir=workdir))
     raise click.exceptions.Exit(code)
 
@@ -186,6 +191,30 @@ def resize_cmd(ctx: CliContext, name: str, memory: str, cpus: int) -> None:
                               memory=parse_bytes(memory, "--memory") if memory else 0)
     for line in result.lines:
         click.echo(line)
+
+
+@vm.command("save")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_ctx
+def save_cmd(ctx: CliContext, name: str, file: str) -> None:
+    """Suspend a running VM to FILE (memory and devices; the disk is kept with the VM)."""
+    from isobox.engine.vm_save import save_vm
+
+    result = save_vm(ctx.engine, name, file)
+    click.echo(f"saved {name} to {result.path} ({result.size // (1 << 20)} MiB, "
+               f"{result.seconds:.1f} s)")
+
+
+@vm.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_ctx
+def restore_cmd(ctx: CliContext, file: str) -> None:
+    """Resume the VM FILE was saved from, where it was (its disk as it was then)."""
+    from isobox.engine.vm_save import restore_vm
+
+    row = restore_vm(ctx.engine, file)
+    click.echo(row.name)
 
 
 @vm.command("console")

@@ -12,8 +12,13 @@ import errno
 import os
 import select
 import socket
+from typing import TYPE_CHECKING
 
 from isobox.errors import SystemSetupError
+
+if TYPE_CHECKING:
+    from isobox.engine.engine import Engine
+    from isobox.engine.state import ContainerRow
 
 STDOUT_PIPE = 2
 STDERR_PIPE = 3
@@ -21,9 +26,17 @@ BUFSIZE = 8192 + 1
 
 
 class AttachSession:
-    def __init__(self, sock: socket.socket, bundle: str) -> None:
+    def __init__(self, sock: socket.socket, bundle: str, vm_state_dir: str = "") -> None:
         self.sock = sock
         self.bundle = bundle
+        self.vm_state_dir = vm_state_dir  # a micro-VM's: its workload's terminal is in the guest
+
+    @classmethod
+    def to_container(cls, engine: Engine, row: ContainerRow) -> AttachSession:
+        session = cls.connect(engine.layout.container_dir(row.id))
+        if row.options.get("isolation") == "vm":
+            session.vm_state_dir = os.path.join(engine.layout.vm_runtime_root, row.id)
+        return session
 
     @classmethod
     def connect(cls, bundle: str) -> AttachSession:
@@ -41,17 +54,11 @@ class AttachSession:
         self.sock.close()
 
     def resize(self, rows: int, cols: int) -> None:
-        try:
-            fd = os.open(os.path.join(self.bundle, "winsz"),
-                         os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            os.write(fd, f"1 {rows} {cols}\n".encode())
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        resize_terminal(self.bundle, rows, cols)
+        if self.vm_state_dir:  # conmon's pty is QEMU's serial line: the guest's pty needs this
+            from isobox.engine.vm_guest import resize_workload
+
+            resize_workload(self.vm_state_dir, rows, cols)
 
     def pump(self, stdin_fd: int | None, stdout_fd: int, stderr_fd: int) -> None:
         """Copy until the container closes its output: container stdout/stderr to the two
@@ -96,6 +103,29 @@ class AttachSession:
                             self.sock.shutdown(socket.SHUT_WR)
                         except OSError:
                             pass
+
+
+def resize_container_terminal(engine: Engine, row: ContainerRow, rows: int, cols: int) -> None:
+    """The container's terminal size, wherever its terminal is (a micro-VM's is in the guest)."""
+    resize_terminal(engine.layout.container_dir(row.id), rows, cols)
+    if row.options.get("isolation") == "vm":
+        from isobox.engine.vm_guest import resize_workload
+
+        resize_workload(os.path.join(engine.layout.vm_runtime_root, row.id), rows, cols)
+
+
+def resize_terminal(bundle: str, rows: int, cols: int) -> None:
+    """Tell the monitor the container's terminal size (ignored when it has no terminal)."""
+    try:
+        fd = os.open(os.path.join(bundle, "winsz"), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, f"1 {rows} {cols}\n".encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -18,6 +18,7 @@ from isobox.errors import ConfigError, ConflictError, SystemSetupError
 
 if TYPE_CHECKING:
     from isobox.engine.engine import Engine
+    from isobox.engine.state import ContainerRow
 
 
 @dataclass
@@ -59,7 +60,8 @@ def exec_process(engine: Engine, cid: str, req: ExecRequest) -> dict[str, Any]:
     return process
 
 
-def exec_in_container(engine: Engine, ref: str, req: ExecRequest) -> int:
+def check_exec(engine: Engine, ref: str, req: ExecRequest) -> ContainerRow:
+    """The container's record, if ``req`` may run in it now (409 / 400 otherwise)."""
     row = engine.get(ref)
     if row.status == "paused":
         raise ConflictError(f"container {row.id} is paused, unpause the container before exec")
@@ -68,32 +70,92 @@ def exec_in_container(engine: Engine, ref: str, req: ExecRequest) -> int:
     if req.privileged and not row.options.get("privileged"):
         raise ConfigError("--privileged", "an exec cannot have more privileges than its "
                           "container (the container is not privileged)")
+    return row
+
+
+@dataclass
+class ExecProcess:
+    """A running ``<runtime> exec``; :meth:`finish` waits for it and removes its files."""
+
+    proc: subprocess.Popen[bytes]
+    row: ContainerRow
+    files: list[str]
+    pid_file: str
+
+    def pid(self) -> int:
+        """The exec'd process's pid once the runtime wrote it (0 before, or without one)."""
+        from isobox.engine.monitor import read_pid
+
+        return read_pid(self.pid_file) if self.pid_file else 0
+
+    def finish(self, code: int | None = None) -> int:
+        """The exit status as a shell reports it (128+N for signal N)."""
+        try:
+            if code is None:
+                code = self.proc.wait()
+        finally:
+            for path in self.files:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+        return code if code >= 0 else 128 - code
+
+
+def spawn_exec(engine: Engine, ref: str, req: ExecRequest, *, stdin: Any, stdout: Any,
+               stderr: Any, console_socket: str = "", want_pid: bool = False,
+               new_session: bool = False) -> ExecProcess:
+    """Start ``req`` in the container through the runtime with the given stdio (anything
+    :class:`subprocess.Popen` takes). A ``req.tty`` exec needs ``console_socket``: the
+    runtime sends the pty's master there (runc's protocol)."""
+    row = check_exec(engine, ref, req)
     process = exec_process(engine, row.id, req)
     rt = engine.runtime(row)
     persist = engine.layout.persist_dir(row.id)
     os.makedirs(persist, mode=0o700, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix="exec-", suffix=".json", dir=persist)
+    files = [path]
+    pid_file = path[:-len(".json")] + ".pid" if want_pid else ""
+    if pid_file:
+        files.append(pid_file)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(process, f)
         args = ["exec", "--process", path]
         if req.detach:
             args.append("--detach")
+        if console_socket:
+            args += ["--console-socket", console_socket]
+        if pid_file:
+            args += ["--pid-file", pid_file]
         args.append(row.id)
-        stdin = None if req.interactive or req.tty else subprocess.DEVNULL
-        if req.detach:
-            stdin = subprocess.DEVNULL
-            out: Any = subprocess.DEVNULL
-        else:
-            out = None
         try:
-            proc = subprocess.Popen(rt.argv(*args), stdin=stdin, stdout=out, stderr=out)
+            proc = subprocess.Popen(rt.argv(*args), stdin=stdin, stdout=stdout, stderr=stderr,
+                                    start_new_session=new_session)
         except OSError as e:
             raise SystemSetupError(f"cannot run {rt.path}: {e.strerror}") from None
-        from isobox.engine.sigproxy import wait_forwarding  # vmops: SIGTERM reaches the exec
+    except BaseException:
+        for p in files:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+        raise
+    engine.event(row, "exec_start", execID=os.path.basename(path))
+    return ExecProcess(proc, row, files, pid_file)
 
-        code = wait_forwarding(proc)
-        engine.event(row, "exec_start", execID=os.path.basename(path))
-        return code if code >= 0 else 128 - code
+
+def exec_in_container(engine: Engine, ref: str, req: ExecRequest) -> int:
+    """The CLI's ``exec``: the process gets this process's stdio (no terminal handling)."""
+    stdin = None if req.interactive or req.tty else subprocess.DEVNULL
+    out: Any = None
+    if req.detach:
+        stdin = out = subprocess.DEVNULL
+    ex = spawn_exec(engine, ref, req, stdin=stdin, stdout=out, stderr=out)
+    from isobox.engine.sigproxy import wait_forwarding  # vmops: SIGTERM reaches the exec
+
+    try:
+        code = wait_forwarding(ex.proc)
     finally:
-        os.unlink(path)
+        ex.finish(ex.proc.returncode)
+    return code if code >= 0 else 128 - code

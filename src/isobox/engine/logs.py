@@ -22,10 +22,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from isobox.engine.mountspec import ram_in_bytes
 from isobox.errors import ConfigError
+
+if TYPE_CHECKING:
+    from isobox.engine.engine import Engine
 
 
 @dataclass
@@ -492,3 +495,42 @@ def rotate_generations(path: str, max_file: int) -> None:
                 pass
     if shift:
         os.replace(path, f"{path}.1")
+
+
+# -- a container's logs (the CLI's `logs` and the API's GET /containers/{id}/logs) ----------
+
+def parse_tail(text: str, flag: str = "--tail") -> int | None:
+    """``all`` (or a negative number) → None; else the number of lines."""
+    if text in ("", "all"):
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise ConfigError(flag, f"invalid value {text!r}: a number or all") from None
+    return None if n < 0 else n
+
+
+def container_logs(engine: Engine, cid: str, *, follow: bool = False, stdout: bool = True,
+                   stderr: bool = True, since: float | None = None, until: float | None = None,
+                   tail: int | None = None, cancelled: Callable[[], bool] | None = None
+                   ) -> Iterator[LogRecord]:
+    """The container's records; with ``follow`` until it stops running (or ``cancelled()``,
+    e.g. a client that went away)."""
+    from isobox.errors import NotFoundError
+
+    path = engine.layout.log_path(cid)
+    if not follow:
+        yield from read_logs(path, stdout=stdout, stderr=stderr, since=since, until=until,
+                             tail=tail)
+        return
+
+    def stopped() -> bool:
+        if cancelled is not None and cancelled():
+            return True
+        try:
+            return engine.get(cid).status not in ("running", "paused", "restarting")
+        except NotFoundError:
+            return True
+
+    yield from follow_logs(path, stdout=stdout, stderr=stderr, since=since, until=until,
+                           tail=tail, stop=stopped)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,29 +157,37 @@ def vm_restore(engine: Engine, row: ContainerRow, snap: InstanceSnapshot) -> Non
 
 
 def start_from(engine: Engine, row: ContainerRow, name: str) -> None:
-    """Start the stopped VM from memory snapshot ``name`` (QEMU ``-loadvm``): the annotation
-    is in the bundle only for this start, so a later start boots normally."""
+    """Start the stopped VM from memory snapshot ``name`` (QEMU ``-loadvm``)."""
+    start_once_with(engine, row, {LOADVM: name}, f"from snapshot {name}")
+
+
+def start_once_with(engine: Engine, row: ContainerRow, notes: dict[str, str],
+                    what: str) -> None:
+    """Start the stopped VM with extra bundle annotations that hold for this start only, so a
+    later start boots normally. The caller holds the VM's lock."""
     from isobox.engine.start import start_locked
 
     config = os.path.join(engine.layout.container_dir(row.id), "config.json")
-    _set_annotation(config, name)
+    _set_annotations(config, notes)
     try:
         start_locked(engine, engine.reload(row.id))
     except IsoboxError as e:
-        raise SystemSetupError(f"cannot start {row.name} from snapshot {name}: {e}") from None
+        raise SystemSetupError(f"cannot start {row.name} {what}: {e}") from None
     finally:
-        _set_annotation(config, None)
+        _set_annotations(config, dict.fromkeys(notes))
 
 
-def _set_annotation(config_path: str, value: str | None) -> None:
+def _set_annotations(config_path: str, notes: Mapping[str, str | None]) -> None:
+    """Set (or with None, remove) bundle annotations."""
     from isobox.atomicfile import atomic_file
 
     with open(config_path) as f:
         config = json.load(f)
-    notes = config.setdefault("annotations", {})
-    if value is None:
-        notes.pop(LOADVM, None)
-    else:
-        notes[LOADVM] = value
+    current = config.setdefault("annotations", {})
+    for key, value in notes.items():
+        if value is None:
+            current.pop(key, None)
+        else:
+            current[key] = value
     with atomic_file(config_path, 0o644) as f:
         f.write(json.dumps(config).encode())

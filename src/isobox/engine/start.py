@@ -29,7 +29,7 @@ def start_container(engine: Engine, ref: str, *, attach: bool = False,
             if attach:
                 from isobox.engine.attach import AttachSession
 
-                return AttachSession.connect(engine.layout.container_dir(cid))
+                return AttachSession.to_container(engine, row)
             return None
         if row.status not in STARTABLE:
             what = {"paused": "cannot start a paused container, try unpause instead",
@@ -80,7 +80,7 @@ def start_locked(engine: Engine, row: ContainerRow, *, attach: bool = False,
             if attach:
                 from isobox.engine.attach import AttachSession
 
-                session = AttachSession.connect(lay.container_dir(cid))
+                session = AttachSession.to_container(engine, row)
             rt.start(cid)
         except BaseException:
             rt.kill(cid, "KILL", all_=True)

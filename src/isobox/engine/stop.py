@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from isobox.engine.state import ContainerRow
@@ -105,19 +106,35 @@ def kill_container(engine: Engine, ref: str, signal: str = "KILL") -> ContainerR
     return row
 
 
+def settle_exit(engine: Engine, cid: str, timeout: float = 10.0) -> None:
+    """Wait (up to ``timeout``) for the process to end and record its exit now, without
+    waiting for the monitor's exit hook (as ``run`` does attached): Docker's ``kill`` with
+    SIGKILL returns once the container is down."""
+    from isobox.engine.exits import handle_exit
+
+    row = engine.get(cid)
+    if row.status not in ("running", "paused"):
+        return
+    if wait_exit(engine, row, timeout):
+        handle_exit(engine, row.id)
+
+
 # The states that end a `wait` per condition (Docker's not-running, next-exit, removed).
 _WAIT_DONE = {"not-running": ("exited", "created", "dead"), "next-exit": ("exited",),
               "removed": ()}
 
 
 def wait_container(engine: Engine, ref: str, condition: str = "not-running",
-                   poll: float = 0.05) -> int:
-    """Block until the container is not running (or removed); its exit code."""
+                   poll: float = 0.05, cancelled: Callable[[], bool] | None = None) -> int:
+    """Block until the container is not running (or removed); its exit code. ``cancelled``
+    (checked about once a second) gives up early with WaitCancelled: the API's client left."""
     row = engine.get(ref)
     done = _WAIT_DONE[condition]
     while True:
         if row.status in done:
             return row.exit_code
+        if cancelled is not None and cancelled():
+            raise WaitCancelled(row.id)
         if row.status == "running":
             wait_exit(engine, row, 1.0)
         else:
@@ -125,7 +142,24 @@ def wait_container(engine: Engine, ref: str, condition: str = "not-running",
         try:
             row = engine.get(row.id)
         except NotFoundError:
-            return row.exit_code
+            return last_exit_code(engine, row)
+
+
+class WaitCancelled(Exception):
+    """A wait given up because its caller no longer needs the answer."""
+
+
+def last_exit_code(engine: Engine, row: ContainerRow) -> int:
+    """The exit code of a container removed meanwhile (``--rm``): its last ``die`` event,
+    since the record that held the code is gone."""
+    code = row.exit_code
+    for ev in engine.db.events_after(0, row.created):
+        if ev.actor == row.id and ev.action == "die":
+            try:
+                code = int(ev.attributes.get("exitCode", code))
+            except ValueError:
+                pass
+    return code
 
 
 def pause_container(engine: Engine, ref: str) -> ContainerRow:

@@ -55,6 +55,25 @@ def agent(engine: Engine, row: ContainerRow, timeout: float = 10.0
         yield conn
 
 
+def resize_workload(state_dir: str, rows: int, cols: int) -> None:
+    """The main workload's terminal size (RESIZE on session 0); best effort, like conmon's."""
+    import os
+
+    from isobox.errors import IsoboxError
+    from isobox.vm.agent_protocol import MAIN_SESSION
+    from isobox.vm.runtime.control import agent_session
+    from isobox.vm.runtime.state import VMStore
+
+    try:
+        st = VMStore(os.path.dirname(state_dir)).load(os.path.basename(state_dir))
+        if st.status() != "running":
+            return
+        with agent_session(st, control=False, timeout=2.0) as conn:
+            conn.resize(MAIN_SESSION, rows, cols)
+    except (IsoboxError, OSError):
+        pass
+
+
 @dataclass(frozen=True)
 class ToolResult:
     code: int

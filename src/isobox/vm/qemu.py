@@ -18,6 +18,10 @@ from isobox.vm.errors import VMError
 QEMU = "qemu-system-x86_64"
 DISK_FORMATS = ("raw", "qcow2")
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+# With -runas QEMU calls setuid itself once everything is open (after the filter is in place):
+# set*uid must pass the filter then. The uid it drops to has no capabilities, and seccomp sets
+# no_new_privs, so set*uid can never raise its privileges again.
+SANDBOX_RUNAS = SANDBOX.replace("elevateprivileges=deny", "elevateprivileges=allow")
 # These skip the timer checks and the PCI, i8042 and legacy-UART probes a micro-VM does not need.
 # Devices come from ACPI (acpi=on), so no virtio_mmio.device= cmdline; no option ROMs, no
 # i8259. The PIT goes only when the guest is told the TSC rate (tsc_early_khz, see accel.py):
@@ -62,6 +66,10 @@ class MachineSpec:
     qmp_socket: Path | None = None
     console_log: Path | None = None
     extra_args: Sequence[str] = field(default_factory=tuple)
+    # Drop root before the guest runs: QEMU opens its files, sockets and devices as root, then
+    # chroots to an empty directory and becomes this uid:gid (SECURITY.md case 54).
+    run_as: tuple[int, int] | None = None
+    chroot: Path | None = None
 
 
 def opt_value(value: str | Path) -> str:
@@ -105,7 +113,7 @@ def qemu_argv(spec: MachineSpec, qemu: str = QEMU) -> list[str]:
     pit = "off" if spec.accel.name == "tcg" and spec.accel.tsc_khz else "auto"
     argv = [
         qemu, "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-        "-sandbox", SANDBOX,
+        "-sandbox", SANDBOX if spec.run_as is None else SANDBOX_RUNAS,
         "-M", f"microvm,{MACHINE_OPTS},pit={pit},isa-serial={serial}",
         "-global", "virtio-mmio.force-legacy=false",
         "-m", f"{spec.memory_mib}M", "-smp", str(spec.cpus),
@@ -146,5 +154,12 @@ def qemu_argv(spec: MachineSpec, qemu: str = QEMU) -> list[str]:
         argv += ["-chardev", f"socket,id=qmp,path={opt_value(spec.qmp_socket)},"
                              "server=on,wait=off",
                  "-mon", "chardev=qmp,mode=control"]
+    if spec.run_as is not None:
+        uid, gid = spec.run_as
+        if uid <= 0 or gid <= 0:
+            raise VMError(f"QEMU user {uid}:{gid}: must not be root")
+        argv += ["-runas", f"{uid}:{gid}"]
+    if spec.chroot is not None:
+        argv += ["-chroot", str(spec.chroot)]
     argv += list(spec.extra_args)
     return argv

@@ -47,6 +47,17 @@ class QMPClient:
         ret = reply.get("return", {})
         return ret if isinstance(ret, dict) else {"return": ret}
 
+    def send_fd(self, fd: int, name: str) -> None:
+        """Give QEMU a file descriptor (SCM_RIGHTS), known to later commands as ``name``."""
+        if self._qmp is None:
+            self.connect()
+        assert self._qmp is not None
+        try:
+            self._qmp.send_fd_scm(fd)
+        except (QMPError, OSError) as e:
+            raise VMError(f"QMP {self._socket}: cannot pass a file descriptor: {e}") from None
+        self.execute("getfd", {"fdname": name})
+
     def close(self) -> None:
         if self._qmp is not None:
             qmp, self._qmp = self._qmp, None

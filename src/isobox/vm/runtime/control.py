@@ -102,8 +102,8 @@ def start(store: VMStore, vid: str) -> None:
                             f" console: {log_tail(st.console_log)})")
     if status != "created":
         raise ConflictError(f"cannot start an already {status} container")
-    if st.annotations.get("org.isobox.vm.loadvm"):  # the workload runs already in the
-        resume_restored(st)                          # memory snapshot QEMU started from
+    if st.annotations.get("org.isobox.vm.loadvm") or st.annotations.get("org.isobox.vm.incoming"):
+        resume_restored(st)  # the workload runs already in the memory QEMU started from
         return
     with open(os.path.join(st.bundle, "config.json")) as f:
         config = json.load(f)
@@ -125,8 +125,11 @@ def start(store: VMStore, vid: str) -> None:
 
 
 def resume_restored(st: VMState) -> None:
-    """A VM started with ``-loadvm``: no main EXEC (its workload is in the restored memory);
-    only the guest NIC and /etc files are brought up to date (they may have changed)."""
+    """A VM started with ``-loadvm`` or ``-incoming``: no main EXEC (its workload is in the
+    restored memory); only the guest NIC and /etc files are brought up to date (they may
+    have changed)."""
+    if st.annotations.get("org.isobox.vm.incoming"):
+        run_when_migrated(st)
     with agent_session(st, control=True, timeout=boot_timeout()) as conn:
         conn.exec([], net=st.net or None,
                   files=etc_files(process_mounts(st.bundle))).wait(10.0)
@@ -259,6 +262,26 @@ def powerdown(st: VMState, sig: int) -> None:
         pass
     if sig in (signal.SIGTERM, signal.SIGPWR):
         qmp_command(st.qmp_socket, "system_powerdown")
+
+
+def run_when_migrated(st: VMState, timeout: float = 600.0) -> None:
+    """Wait for QEMU to load the state file (``-incoming``), then run the vCPUs: a state is
+    saved paused (vm save stops the VM first), and QEMU keeps the saved run state."""
+    from isobox.vm.qmp import QMPClient
+
+    deadline = time.monotonic() + timeout
+    with QMPClient(Path(st.qmp_socket), timeout=30.0) as qmp:
+        while True:
+            status = qmp.execute("query-migrate").get("status")
+            if status == "completed":
+                break
+            if status in ("failed", "cancelled") or not st.alive():
+                raise SystemSetupError(f"QEMU could not load the saved state: "
+                                       f"{log_tail(st.qemu_log)}")
+            if time.monotonic() > deadline:
+                raise SystemSetupError(f"loading the saved state took more than {timeout:.0f} s")
+            time.sleep(0.02)
+        qmp.execute("cont")
 
 
 def qmp_command(path: str, command: str, timeout: float = 5.0) -> None:

@@ -23,6 +23,9 @@ from isobox.vm.runtime.state import VMState, VMStore
 
 QMP_WAIT = 10.0
 MIB = 1 << 20
+# QEMU's threads: vCPUs, the main loop, RCU, I/O workers (up to 64 per pool); no processes
+# (-sandbox spawn=deny). A guest that makes QEMU spawn threads without end stops here.
+QEMU_PIDS = 256
 # What QEMU may open (device cgroup): null, zero, random, urandom, the tap clone device, KVM,
 # and terminals (a VM with -t gets a pty).
 QEMU_DEVICES: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}] + [
@@ -63,6 +66,12 @@ def create(store: VMStore, vid: str, bundle: str | None, pid_file: str | None,
     stdio = _Stdio(bool(config["process"].get("terminal")), console_socket)
     try:
         argv = _qemu_argv(config, st, stdio.stderr_fd)
+        from isobox.vm.runtime.incoming import open_incoming
+
+        incoming = open_incoming(config)
+        if incoming >= 0:
+            argv += ["-incoming", f"fd:{incoming}"]
+            stdio.extra_fds.append(incoming)
         netns = _netns_path(config)
         if netns:
             from isobox.vm.runtime.network import qemu_args, wire
@@ -154,7 +163,7 @@ def _make_cgroup(config: dict[str, Any], vid: str) -> Any:
     try:
         guest = guest_memory_mib(config)
         resources: dict[str, Any] = {"memory": {"limit": (guest + overhead_mib(guest)) * MIB},
-                                     "devices": QEMU_DEVICES}
+                                     "pids": {"limit": QEMU_PIDS}, "devices": QEMU_DEVICES}
         cpu = ((config.get("linux") or {}).get("resources") or {}).get("cpu")
         if cpu:
             resources["cpu"] = cpu
@@ -179,6 +188,7 @@ class _Stdio:
 
     def __init__(self, terminal: bool, console_socket: str | None) -> None:
         self.master = self.slave = -1
+        self.extra_fds: list[int] = []  # more fds QEMU inherits under their own numbers
         self.console_socket = console_socket or ""
         if terminal:
             if not console_socket:
@@ -190,10 +200,11 @@ class _Stdio:
             self.stderr_fd = os.dup(2)
 
     def close(self) -> None:
-        for fd in (self.master, self.slave, self.stderr_fd):
+        for fd in (self.master, self.slave, self.stderr_fd, *self.extra_fds):
             if fd >= 0:
                 os.close(fd)
         self.master = self.slave = self.stderr_fd = -1
+        self.extra_fds = []
 
 
 def _spawn(argv: list[str], st: VMState, config: dict[str, Any], cgroup: Any,
@@ -215,7 +226,8 @@ def _spawn(argv: list[str], st: VMState, config: dict[str, Any], cgroup: Any,
     try:
         proc = subprocess.Popen(
             argv, stdin=term, stdout=term, stderr=log_fd, close_fds=True,
-            pass_fds=(stdio.stderr_fd,), start_new_session=True, preexec_fn=child_setup)
+            pass_fds=(stdio.stderr_fd, *stdio.extra_fds), start_new_session=True,
+            preexec_fn=child_setup)
     except OSError as e:
         raise SystemSetupError(f"cannot start {argv[0]}: {e.strerror}") from None
     except subprocess.SubprocessError as e:  # child_setup failed: cgroup or netns

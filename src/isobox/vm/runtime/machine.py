@@ -140,6 +140,8 @@ def plan(config: dict[str, Any], st: VMState, *, accel: Any, kernel: Path, initr
              SerialPort("isobox.status", ("file", Path(st.status_file)))]
     ports += [SerialPort(f"isobox.ctl{n}", ("socket", Path(st.ctl_socket(n))))
               for n in range(CTL_PORTS)]
+    shared = shares(config)
+    run_as = qemu_user(st.id) if not shared else None
     return MachineSpec(
         kernel=kernel, initrd=initrd,
         cmdline=kernel_cmdline(config, " ".join(filter(None, (system_cmdline(config),
@@ -151,8 +153,40 @@ def plan(config: dict[str, Any], st: VMState, *, accel: Any, kernel: Path, initr
         # login prompt) and when asked for (ISOBOX_VM_DEBUG=1 in the engine's environment)
         console_log=Path(st.console_log) if is_system(config)
         or annotation(config, "console") == "on" else None,
-        extra_args=tuple(share_args(shares(config)) + loadvm_args(config)
-                         + system_args(config)))
+        extra_args=tuple(share_args(shared) + loadvm_args(config) + system_args(config)),
+        run_as=run_as,
+        chroot=Path(empty_dir(os.path.dirname(st.dir))) if run_as is not None else None)
+
+
+# QEMU's uid: one per VM, in a range no login or subordinate-id range uses, so an escaped QEMU
+# cannot signal, ptrace or read the files of another VM's QEMU. A VM with 9p shares keeps root
+# and no chroot: QEMU reads and writes the shared host files itself (mapped-xattr, with the
+# host's ownership, some of it through /proc/self/fd).
+QEMU_UID_BASE = 2_100_000_000
+QEMU_UID_SPAN = 1 << 24
+
+
+def qemu_user(vid: str) -> tuple[int, int]:
+    import hashlib
+
+    uid = QEMU_UID_BASE + int(hashlib.sha256(vid.encode()).hexdigest()[:8], 16) % QEMU_UID_SPAN
+    return uid, uid
+
+
+def empty_dir(root: str) -> str:
+    """QEMU's ``-chroot``: an empty, root-owned, read-only directory under the runtime root."""
+    path = os.path.join(root, "empty")
+    try:
+        os.mkdir(path, 0o555)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o222 or os.listdir(path):
+        raise ConfigError("--root", f"{path}: must be an empty directory owned by root, "
+                          "not writable (QEMU's chroot)")
+    return path
 
 
 def root_drive(config: dict[str, Any], disk: str) -> Drive:

@@ -1,0 +1,162 @@
+"""Container endpoints that stream: attach (hijacked), wait, logs, stats, and the archive
+(``docker cp``) endpoints."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+from isobox.api.docker_json import path_stat_header
+from isobox.api.errors import ApiError
+from isobox.api.routing import route
+from isobox.api.streams import STDERR, STDOUT, frame, stream_content_type
+from isobox.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from isobox.api.http import Exchange
+    from isobox.api.server import ApiState
+
+WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
+
+
+@route("POST", "/containers/{id}/attach")
+def attach(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
+    from isobox.api.attach import attach_route
+
+    attach_route(state, ex, params["id"])
+
+
+@route("POST", "/containers/{id}/wait")
+def wait(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
+    """Headers at once (the docker CLI waits for them before it starts the container), the
+    body ``{"StatusCode": N}`` when the condition is met."""
+    from isobox.engine.stop import WaitCancelled, wait_container
+
+    condition = ex.arg("condition") or "not-running"
+    if condition not in WAIT_CONDITIONS:
+        raise ApiError(400, f"condition: invalid value {condition!r} (not-running, "
+                       "next-exit or removed)")
+    with state.engine() as engine:
+        row = engine.get(params["id"])
+        out = ex.stream()
+        try:
+            code = wait_container(engine, row.id, condition,
+                                  cancelled=lambda: ex.client_gone() or state.stopping.is_set())
+        except WaitCancelled:
+            return
+        out.json_line({"StatusCode": code, "Error": None})
+        out.close()
+
+
+def _time_arg(ex: Exchange, name: str) -> float | None:
+    from isobox.engine.logs import parse_since
+
+    text = ex.arg(name)
+    if not text or text == "0":
+        return None
+    try:
+        return parse_since(text, time.time())
+    except ConfigError:
+        raise ApiError(400, f"{name}: invalid time {text!r}") from None
+
+
+@route("GET", "/containers/{id}/logs")
+def logs(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
+    from isobox.engine.logs import container_logs, format_record, parse_tail
+
+    want_out, want_err = ex.flag("stdout"), ex.flag("stderr")
+    if not (want_out or want_err):
+        raise ApiError(400, "Bad parameters: you must choose at least one stream")
+    follow, stamps = ex.flag("follow"), ex.flag("timestamps")
+    try:
+        tail = parse_tail(ex.arg("tail", "all"), "tail")
+    except ConfigError as e:
+        raise ApiError(400, str(e)) from None
+    since, until = _time_arg(ex, "since"), _time_arg(ex, "until")
+    with state.engine() as engine:
+        row = engine.get(params["id"])
+        tty = bool(row.options.get("tty"))
+        records = container_logs(
+            engine, row.id, follow=follow, stdout=want_out, stderr=want_err, since=since,
+            until=until, tail=tail,
+            cancelled=lambda: ex.client_gone() or state.stopping.is_set())
+        out = ex.stream(content_type=stream_content_type(tty))
+        for rec in records:
+            data = format_record(rec, stamps)
+            out.write(data if tty else frame(STDERR if rec.stream == "stderr" else STDOUT,
+                                             data))
+            if follow:
+                out.flush()
+        out.close()
+
+
+@route("GET", "/containers/{id}/stats")
+def stats(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
+    from isobox.engine import stats as st
+
+    stream = ex.flag("stream", True)
+    one_shot = ex.flag("one-shot")
+    if one_shot and stream:
+        raise ApiError(400, "one-shot: cannot be used with stream=1")
+    with state.engine() as engine:
+        row = engine.get(params["id"])
+        if not stream:
+            data = st.container_stats(engine, row, interval=0 if one_shot else 0.5)
+            ex.send_json(200, data)
+            return
+        out = ex.stream()
+        previous: dict[str, Any] | None = None
+        while not (ex.client_gone() or state.stopping.is_set()):
+            try:
+                row = engine.get(row.id)
+            except NotFoundError:
+                break
+            data = st.container_stats(engine, row, previous=previous, interval=0)
+            previous = data
+            out.json_line(data)
+            out.flush()
+            time.sleep(1.0)
+        out.close()
+
+
+def _archive_path(ex: Exchange) -> str:
+    path = ex.arg("path")
+    if not path:
+        raise ApiError(400, "path: required")
+    if "\0" in path:
+        raise ApiError(400, "path: contains a NUL byte")
+    return path
+
+
+@route("HEAD", "/containers/{id}/archive")
+def archive_head(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
+    from isobox.engine.copy import stat_path
+
+    with state.engine() as engine:
+        st = stat_path(engine, params["id"], _archive_path(ex))
+    ex.send(200, headers={"X-Docker-Container-Path-Stat": path_stat_header(st)},
+            content_type="application/json")
+
+
+@route("GET", "/containers/{id}/archive")
+def archive_get(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
+    from isobox.engine.copy import copy_from_container, stat_path
+
+    path = _archive_path(ex)
+    with state.engine() as engine:
+        st = stat_path(engine, params["id"], path)
+        out = ex.stream(content_type="application/x-tar",
+                        headers={"X-Docker-Container-Path-Stat": path_stat_header(st)})
+        copy_from_container(engine, params["id"], path, cast(BinaryIO, out), follow=False)
+        out.close()
+
+
+@route("PUT", "/containers/{id}/archive")
+def archive_put(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
+    from isobox.engine.copy import copy_to_container
+
+    path = _archive_path(ex)
+    with state.engine() as engine:
+        copy_to_container(engine, params["id"], path, cast(BinaryIO, ex.body))
+    ex.send(200)
+

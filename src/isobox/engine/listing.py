@@ -1,0 +1,133 @@
+"""What ``ps`` and ``GET /containers/json`` show of a container: Docker's status text
+(``Up 2 seconds``, ``Exited (0) 3 minutes ago``), its command line and the ``--filter`` /
+``filters=`` matching; shared by the CLI and the API."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from isobox.engine.state import ContainerRow
+from isobox.errors import ConfigError
+
+if TYPE_CHECKING:
+    from isobox.engine.engine import Engine
+
+ACTIVE = ("running", "paused", "restarting")
+
+
+def human_duration(secs: float) -> str:
+    """Docker's go-units HumanDuration: ``Less than a second``, ``5 seconds``, ``3 minutes``."""
+    s = int(secs)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+def status_text(engine: Engine, row: ContainerRow, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    status = engine.effective_status(row)
+    if status == "running":
+        from isobox.engine.health import status_suffix  # "(healthy)", "(health: starting)"
+
+        return f"Up {human_duration(now - row.started_at)}{status_suffix(row)}"
+    if status == "paused":
+        return f"Up {human_duration(now - row.started_at)} (Paused)"
+    if status == "restarting":
+        return f"Restarting ({row.exit_code}) {human_duration(now - row.finished_at)} ago"
+    if status == "exited":
+        return f"Exited ({row.exit_code}) {human_duration(now - row.finished_at)} ago"
+    if status == "removing":
+        return "Removal In Progress"
+    return status.capitalize()
+
+
+def command_args(engine: Engine, row: ContainerRow) -> list[str]:
+    """The argv the container runs (from its bundle; the request's command as a fallback)."""
+    try:
+        with open(os.path.join(engine.layout.container_dir(row.id), "config.json")) as f:
+            return [str(a) for a in json.load(f)["process"]["args"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [str(a) for a in row.options.get("command") or []]
+
+
+def command_text(engine: Engine, row: ContainerRow, trunc: bool) -> str:
+    text = " ".join(command_args(engine, row))
+    if trunc and len(text) > 20:
+        text = text[:19] + "…"
+    return f'"{text}"'
+
+
+def _label_match(row: ContainerRow, text: str) -> bool:
+    labels = row.options.get("labels") or {}
+    key, sep, value = text.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+def _health_state(row: ContainerRow, wanted: str) -> bool:
+    from isobox.engine.health import STATUSES, health_state
+
+    if wanted not in STATUSES:
+        raise ConfigError("--filter", f"Unrecognised filter value for health: {wanted}")
+    return health_state(row) == wanted
+
+
+def matches(engine: Engine, row: ContainerRow, filters: Iterable[tuple[str, str]]) -> bool:
+    """Docker's ``ps`` filters: every key must match one of its values."""
+    by: dict[str, list[str]] = {}
+    for k, v in filters:
+        by.setdefault(k, []).append(v)
+    checks: dict[str, Callable[[str], bool]] = {
+        "id": lambda v: row.id.startswith(v),
+        "name": lambda v: v.lstrip("/") in row.name,
+        "status": lambda v: engine.effective_status(row) == v,
+        "ancestor": lambda v: v in (row.image_ref, row.image_id, row.image_id[7:19]),
+        "exited": lambda v: engine.effective_status(row) == "exited" and str(row.exit_code) == v,
+        "label": lambda v: _label_match(row, v),
+        "network": lambda v: str(row.options.get("network")) == v,
+        "health": lambda v: _health_state(row, v),
+        "isolation": lambda v: (row.options.get("isolation") or "container") == v,
+    }
+    for key, values in by.items():
+        check = checks.get(key)
+        if check is None:
+            raise ConfigError("--filter", f"invalid filter '{key}'")
+        if not any(check(v) for v in values):
+            return False
+    return True
+
+
+def list_containers(engine: Engine, *, all_: bool = False, last: int = -1,
+                    filters: Iterable[tuple[str, str]] = ()) -> list[ContainerRow]:
+    """``ps [-a] [-n N] [--filter …]``: newest first (the state store's order)."""
+    pairs = list(filters)
+    rows = engine.list()
+    if last >= 0:
+        rows = rows[:last]
+        all_ = True
+    if not all_:
+        rows = [r for r in rows if engine.effective_status(r) in ACTIVE]
+    return [r for r in rows if matches(engine, r, pairs)]
