@@ -244,54 +244,21 @@ def test_host_directory_and_named_volume_are_shared(isobox: Isobox, tmp_path: Pa
 
 
 def test_interactive_terminal(isobox: Isobox) -> None:
-    import fcntl
-    import pty
-    import select
-    import signal
-    import struct
-    import termios
+    from pty_session import PtySession
 
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.execve(isobox.binary(), ["isobox", "run", "--rm", "-it", *VM, "--network", "none",
-                                    "busybox", "sh"], isobox.env)
-    out = b""
-
-    def pump(seconds: float, until: bytes = b"") -> None:
-        nonlocal out
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not (until and until in out):
-            if select.select([fd], [], [], 0.2)[0]:
-                try:
-                    out += os.read(fd, 4096)
-                except OSError:
-                    return
-
-    def set_size(rows: int, cols: int) -> None:  # as a terminal emulator does
-        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        os.kill(pid, signal.SIGWINCH)
-
+    term = PtySession([isobox.binary(), "run", "--rm", "-it", *VM, "--network", "none",
+                       "busybox", "sh"], isobox.env, rows=31, cols=97)
     try:
-        set_size(31, 97)
-        pump(90, until=b"/ # ")
-        assert b"/ # " in out, out
-        os.write(fd, b"stty size\r")
-        pump(30, until=b"31 97")
-        assert b"31 97" in out, out[-300:]  # the size at start reached the guest's pty
-        set_size(43, 111)  # and a resize while it runs
+        assert term.expect(b"/ # ", 90), term.out
+        term.send(b"stty size\r")
+        assert term.expect(b"31 97", 30), term.out[-300:]  # the size at start reached the guest
+        term.set_size(43, 111)  # and a resize while it runs
         deadline = time.monotonic() + 30
-        while b"43 111" not in out and time.monotonic() < deadline:
-            os.write(fd, b"stty size\r")
-            pump(2, until=b"43 111")
-        assert b"43 111" in out, out[-300:]
-        os.write(fd, b"tty; echo marker-$((6*7)); exit 4\r")
-        pump(30, until=b"marker-42")
-        _, status = os.waitpid(pid, 0)
-    except BaseException:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        raise
+        while not term.expect(b"43 111", 2) and time.monotonic() < deadline:
+            term.send(b"stty size\r")
+        assert b"43 111" in term.out, term.out[-300:]
+        term.send(b"tty; echo marker-$((6*7)); exit 4\r")
+        assert term.wait(60) == 4
     finally:
-        os.close(fd)
-    assert b"/dev/pts/" in out and b"marker-42" in out
-    assert os.waitstatus_to_exitcode(status) == 4
+        term.close()
+    assert b"/dev/pts/" in term.out and b"marker-42" in term.out

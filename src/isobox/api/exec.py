@@ -13,11 +13,9 @@ import fcntl
 import os
 import secrets
 import selectors
-import shutil
 import socket
 import struct
 import subprocess
-import tempfile
 import termios
 import threading
 import time
@@ -37,13 +35,12 @@ from isobox.api.streams import (
     stream_content_type,
 )
 from isobox.engine.execute import ExecProcess, ExecRequest
-from isobox.errors import IsoboxError, NotFoundError, SystemSetupError
+from isobox.errors import IsoboxError, NotFoundError
 
 if TYPE_CHECKING:
     from isobox.api.http import Exchange
     from isobox.api.server import ApiState
 
-CONSOLE_TIMEOUT = 30.0
 EXIT_CANNOT_RUN = 126  # Docker's code for an exec that could not start
 MAX_EXECS = 4096  # finished instances beyond this are forgotten, oldest first
 
@@ -304,23 +301,17 @@ def _run_pipes(state: ApiState, ex: Exchange, inst: ExecInstance, sock: socket.s
 
 def _run_tty(state: ApiState, ex: Exchange, inst: ExecInstance, sock: socket.socket
              ) -> None:
-    tmp = tempfile.mkdtemp(prefix="isobox-console-")
-    path = os.path.join(tmp, "console.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(path)
-        listener.listen(1)
+    from isobox.engine.console import ConsoleSocket
+
+    with ConsoleSocket() as console:
         with state.engine() as engine:
             proc = spawn(engine, inst, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, console_socket=path)
+                         stderr=subprocess.PIPE, console_socket=console.path)
         try:
-            master = _receive_master(listener, proc)
+            master = console.receive(proc)
         except BaseException:
             _finish(inst, proc)
             raise
-    finally:
-        listener.close()
-        shutil.rmtree(tmp, ignore_errors=True)
     inst.master_fd = master
     _pid_later(inst, proc)
     if inst.attach_stdin:
@@ -346,32 +337,6 @@ def _run_tty(state: ApiState, ex: Exchange, inst: ExecInstance, sock: socket.soc
             proc.proc.stderr.close()
         _finish(inst, proc)
         shut(sock)
-
-
-def _receive_master(listener: socket.socket, proc: ExecProcess) -> int:
-    """The pty master the runtime sends (SCM_RIGHTS), or its error if it failed first."""
-    deadline = time.monotonic() + CONSOLE_TIMEOUT
-    listener.settimeout(0.1)
-    while True:
-        try:
-            conn, _ = listener.accept()
-            break
-        except TimeoutError:
-            if proc.proc.poll() is not None:
-                err = proc.proc.stderr.read().decode(errors="replace").strip() \
-                    if proc.proc.stderr else ""
-                raise SystemSetupError(f"exec failed: {err or 'no terminal received'}") \
-                    from None
-            if time.monotonic() > deadline:
-                proc.proc.kill()
-                raise SystemSetupError("exec: the runtime sent no terminal") from None
-    with conn:
-        conn.settimeout(CONSOLE_TIMEOUT)
-        _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)
-    if not fds:
-        raise SystemSetupError("exec: the runtime sent no terminal")
-    os.set_inheritable(fds[0], False)
-    return fds[0]
 
 
 def _write_all(fd: int, data: bytes) -> None:

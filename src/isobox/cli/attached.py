@@ -10,11 +10,11 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import click
 
+from isobox.engine.console import raw_terminal
 from isobox.errors import IsoboxError
 
 if TYPE_CHECKING:
@@ -23,22 +23,6 @@ if TYPE_CHECKING:
     from isobox.engine.options import CreateOptions
 
 EXIT_ENGINE_ERROR = 125
-
-
-@contextlib.contextmanager
-def raw_terminal(enabled: bool) -> Iterator[None]:
-    if not enabled or not os.isatty(0):
-        yield
-        return
-    import termios
-    import tty
-
-    saved = termios.tcgetattr(0)
-    try:
-        tty.setraw(0)
-        yield
-    finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
 def _forward_signals(engine: Engine, cid: str) -> None:

@@ -146,7 +146,10 @@ def spawn_exec(engine: Engine, ref: str, req: ExecRequest, *, stdin: Any, stdout
 
 
 def exec_in_container(engine: Engine, ref: str, req: ExecRequest) -> int:
-    """The CLI's ``exec``: the process gets this process's stdio (no terminal handling)."""
+    """The CLI's ``exec``: the process gets this process's stdio, or with ``-t`` a pty of the
+    runtime's that this process relays to its own terminal."""
+    if req.tty and not req.detach:
+        return _exec_with_terminal(engine, ref, req)
     stdin = None if req.interactive or req.tty else subprocess.DEVNULL
     out: Any = None
     if req.detach:
@@ -159,3 +162,43 @@ def exec_in_container(engine: Engine, ref: str, req: ExecRequest) -> int:
     finally:
         ex.finish(ex.proc.returncode)
     return code if code >= 0 else 128 - code
+
+
+def _exec_with_terminal(engine: Engine, ref: str, req: ExecRequest) -> int:
+    import signal
+
+    from isobox.engine.console import ConsoleSocket, raw_terminal, relay, set_window
+
+    with ConsoleSocket() as console:
+        ex = spawn_exec(engine, ref, req, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE, console_socket=console.path)
+        try:
+            master = console.receive(ex)
+        except BaseException:
+            ex.finish()
+            raise
+
+    def follow_window(_signum: int = 0, _frame: object = None) -> None:
+        try:
+            size = os.get_terminal_size(1)
+        except OSError:
+            return
+        set_window(master, size.lines, size.columns)
+
+    code: int | None = None
+    previous = signal.signal(signal.SIGWINCH, follow_window)
+    try:
+        follow_window()
+        with raw_terminal(req.interactive):
+            relay(master, 0 if req.interactive else None, 1)
+        code = ex.proc.wait()
+        err = ex.proc.stderr.read() if ex.proc.stderr else b""
+        if err:
+            os.write(2, err)
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
+        os.close(master)
+        if ex.proc.stderr is not None:
+            ex.proc.stderr.close()
+        code = ex.finish(code)
+    return code

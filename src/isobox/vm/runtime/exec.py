@@ -54,8 +54,10 @@ def exec_command(store: VMStore, vid: str, flags: dict[str, Any], args: list[str
     process = exec_process(flags, args)
     user = process.get("user") or {}
     terminal = bool(process.get("terminal"))
-    rows, cols = _terminal_size() if terminal else (0, 0)
     detach = bool(flags.get("detach"))
+    if terminal and not detach and flags.get("console-socket"):
+        use_console_socket(str(flags["console-socket"]))
+    rows, cols = _terminal_size() if terminal else (0, 0)
     with agent_session(st, control=False, timeout=10.0) as conn:
         try:
             session = conn.exec(
@@ -69,8 +71,44 @@ def exec_command(store: VMStore, vid: str, flags: dict[str, Any], args: list[str
             return e.exit_code
         if detach:
             return 0
-        with _raw_terminal(terminal), SignalRelay(session) as relay:
+        # a console socket's pty gets its size from the caller only after we sent it: the
+        # size now (maybe set before our SIGWINCH handler) goes to the guest at once
+        resize_now = terminal and bool(flags.get("console-socket"))
+        with _raw_terminal(terminal), SignalRelay(session, resize_now) as relay:
             return pump_session(session, stdin_fd=0, extra=relay.extra)
+
+
+def use_console_socket(path: str) -> None:
+    """runc's protocol: a new pty whose master goes to ``path``; its other end becomes our
+    stdio and controlling terminal, so the caller's resizes of the master reach us as SIGWINCH
+    (relayed to the guest as RESIZE)."""
+    import fcntl
+    import socket
+    import termios
+
+    from isobox.errors import SystemSetupError
+
+    master, slave = os.openpty()
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            socket.send_fds(sock, [os.ttyname(slave).encode()], [master])
+        except OSError as e:
+            raise SystemSetupError(f"cannot send the terminal to {path}: "
+                                   f"{e.strerror or e}") from None
+        finally:
+            sock.close()
+        try:
+            os.setsid()
+        except OSError:
+            pass  # already a session leader
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        for fd in (0, 1, 2):
+            os.dup2(slave, fd)
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def _terminal_size() -> tuple[int, int]:
@@ -107,9 +145,9 @@ class SignalRelay:
     sent from the loop, through ``extra``. A handler writing to the connection itself could
     run between a ``send`` and the removal of what it sent, sending those bytes twice."""
 
-    def __init__(self, session: ExecSession) -> None:
+    def __init__(self, session: ExecSession, resize_now: bool = False) -> None:
         self.session = session
-        self.pending: list[int] = []
+        self.pending: list[int] = [signal.SIGWINCH] if resize_now else []
         self.previous: dict[int, Any] = {}
         self._pipe: tuple[int, int] | None = None
         self._old_wakeup = -1
@@ -120,6 +158,8 @@ class SignalRelay:
             self._old_wakeup = signal.set_wakeup_fd(self._pipe[1], warn_on_full_buffer=False)
             for sig in (*FORWARDED, signal.SIGWINCH):
                 self.previous[sig] = signal.signal(sig, self.record)
+            if self.pending:
+                os.write(self._pipe[1], b"\0")
         except BaseException:
             self.__exit__()
             raise
