@@ -210,6 +210,21 @@ def test_vm_that_does_not_come_up_leaves_nothing(isobox: Isobox) -> None:
     assert isobox.ids() == []
 
 
+def test_qemu_failing_at_start_is_reported_at_once(isobox: Isobox, tmp_path: Path) -> None:
+    """The runtime does not wait for QEMU's start-up: a QEMU that dies before the guest runs
+    is seen by `start` (QEMU's own message), promptly, and nothing is left."""
+    initrd = tmp_path / "big.initrd"
+    with open(initrd, "wb") as f:
+        f.truncate(100 << 20)  # more than a 64 MiB guest can hold: QEMU refuses it
+    t0 = time.monotonic()
+    p = isobox("run", "--rm", *VM, "--network", "none", "--memory", "64m", "--initrd",
+               str(initrd), "busybox", "true", check=False)
+    assert p.returncode == 125, p.stderr
+    assert "initrd is too large" in p.stderr and "Traceback" not in p.stderr
+    assert time.monotonic() - t0 < 10
+    assert isobox.ids() == []
+
+
 def test_host_directory_and_named_volume_are_shared(isobox: Isobox, tmp_path: Path) -> None:
     share = tmp_path / "share"
     share.mkdir()

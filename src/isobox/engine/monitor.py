@@ -150,12 +150,13 @@ def read_pid(path: str) -> int:
 
 # The exit command. An attached CLI handles the exit itself (no interpreter start on the
 # critical path of `run`): it writes its pid to the marker and deletes the marker when done.
-# The shell waits for that CLI to end and runs the Python exit hook only if the marker is
-# still there (the CLI was killed first), or at once when no CLI is attached.
+# The shell waits while that CLI lives and the marker exists, and runs the Python exit hook
+# only if the marker is still there (the CLI was killed first), or at once when no CLI is
+# attached. A CLI whose start failed deletes the marker too: conmon then ends at once.
 EXIT_SCRIPT = (
     'm=$1; shift; if [ -e "$m" ]; then p=$(cat "$m"); '
-    'while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; [ -e "$m" ] || exit 0; fi; '
-    'exec "$@"')
+    'while [ -e "$m" ] && kill -0 "$p" 2>/dev/null; do sleep 0.05; done; '
+    '[ -e "$m" ] || exit 0; fi; exec "$@"')
 
 
 def exit_hook_command(root: str, run_dir: str, cid: str, marker: str) -> list[str]:

@@ -83,6 +83,11 @@ def start_locked(engine: Engine, row: ContainerRow, *, attach: bool = False,
                 session = AttachSession.to_container(engine, row)
             rt.start(cid)
         except BaseException:
+            if attached_pid:  # this CLI tears down itself: the exit hook need not wait for it
+                try:
+                    os.unlink(marker)
+                except FileNotFoundError:
+                    pass
             rt.kill(cid, "KILL", all_=True)
             _wait_gone(monitor_pid, 5.0)
             rt.delete(cid, force=True)

@@ -131,9 +131,13 @@ class ExecSession:
 class AgentConnection:
     """A connection to one agent control port."""
 
-    def __init__(self, sock_path: Path, timeout: float) -> None:
+    def __init__(self, sock_path: Path, timeout: float,
+                 alive: Callable[[], bool] | None = None) -> None:
+        """``alive``: whether the VM is still there, so a dead QEMU ends the wait for its
+        socket at once instead of at ``timeout``."""
         self.path = sock_path
         self.timeout = timeout
+        self._alive = alive
         self.version: int | None = None
         self._decoder = FrameDecoder()
         self._out = bytearray()
@@ -162,6 +166,8 @@ class AgentConnection:
                 sock.close()
                 if e.errno not in (errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN):
                     raise AgentError(f"agent socket {self.path}: {e.strerror}") from None
+                if self._alive is not None and not self._alive():
+                    raise AgentError("QEMU has exited") from None
                 if time.monotonic() >= deadline:
                     raise AgentError(f"agent socket {self.path}: {e.strerror} "
                                      f"after {self.timeout:g}s") from None

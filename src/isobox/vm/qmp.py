@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -10,6 +11,8 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from isobox.vm.errors import VMError
+
+APPEAR_WAIT = 2.0  # how long a missing or refusing socket is retried
 
 
 class QMPClient:
@@ -21,12 +24,19 @@ class QMPClient:
         self._qmp: QEMUMonitorProtocol | None = None
 
     def connect(self) -> None:
-        qmp = QEMUMonitorProtocol(str(self._socket))
-        try:
-            qmp.connect(negotiate=True)
-        except (QMPError, OSError) as e:
-            qmp.close()
-            raise VMError(f"QMP {self._socket}: cannot connect: {e}") from None
+        # a QEMU just started may not have made its socket yet (the runtime does not wait)
+        deadline = time.monotonic() + min(self._timeout, APPEAR_WAIT)
+        while True:
+            qmp = QEMUMonitorProtocol(str(self._socket))
+            try:
+                qmp.connect(negotiate=True)
+                break
+            except (QMPError, OSError) as e:
+                qmp.close()
+                missing = isinstance(e, (FileNotFoundError, ConnectionRefusedError))
+                if not missing or time.monotonic() >= deadline:
+                    raise VMError(f"QMP {self._socket}: cannot connect: {e}") from None
+            time.sleep(0.02)
         qmp.settimeout(self._timeout)
         self._qmp = qmp
 

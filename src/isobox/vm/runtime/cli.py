@@ -3,15 +3,17 @@ isobox engine and podman use), parsed by isobox-runtime's table-driven parser.""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any
 
 from isobox import __version__
 from isobox.errors import ConfigError, IsoboxError
 from isobox.runtime.cli import GLOBAL_FLAGS, UsageError, parse_flags
 from isobox.runtime.log import LOG
+
+TYPE_CHECKING = False  # not `typing` at run time: start-up cost (see fastjson)
+if TYPE_CHECKING:
+    from typing import Any
 
 PROG = "isobox-vm-runtime"
 _CREATE = {"bundle": "str", "b": "=bundle", "console-socket": "str", "pid-file": "str",
@@ -107,6 +109,8 @@ def dispatch(cmd: str, flags: dict[str, Any], pos: list[str], store: Any) -> int
         control.start(store, _need_id(cmd, pos))
         return 0
     if cmd == "state":
+        import json
+
         sys.stdout.write(json.dumps(control.state(store, _need_id(cmd, pos)), indent=2) + "\n")
         return 0
     if cmd == "kill":
@@ -144,6 +148,8 @@ def dispatch(cmd: str, flags: dict[str, Any], pos: list[str], store: Any) -> int
         control.sync_files(store, _need_id(cmd, pos))
         return 0
     if cmd == "features":
+        import json
+
         sys.stdout.write(json.dumps({"ociVersionMin": "1.0.0", "ociVersionMax": "1.2.0",
                                      "annotations": {"org.isobox.vm.isolation": "vm"}},
                                     indent=2) + "\n")
@@ -163,6 +169,8 @@ def _list(store: Any, flags: dict[str, Any]) -> int:
     if flags.get("quiet"):
         sys.stdout.write("".join(s["id"] + "\n" for s in states))
     elif flags.get("format") == "json":
+        import json
+
         sys.stdout.write(json.dumps(states) + "\n")
     else:
         sys.stdout.write("ID  PID  STATUS  BUNDLE\n")
