@@ -146,3 +146,50 @@ def test_restart_published_port_and_live_balloon(isobox: Isobox) -> None:
         assert wait_for(fetch, timeout=60) == "again\n"  # the port survived the restart
     finally:
         isobox("vm", "rm", "-f", name, check=False)
+
+
+def test_console_output_is_logged_with_a_size_cap(isobox: Isobox, vm: str) -> None:
+    """A guest writing its serial console without end cannot fill the host's disk: the
+    console goes through conmon to the container log, rotated at 1 MiB x 3 files."""
+    isobox("vm", "start", vm, timeout=120)
+    isobox("vm", "exec", vm, "sh", "-c",
+           "head -c 5000000 /dev/zero | tr '\\0' x > /dev/console; echo END-MARK > /dev/console",
+           timeout=120)
+    wait_for(lambda: "END-MARK" in isobox("logs", "--tail", "5", vm).stdout, timeout=60)
+    cid = isobox.record(vm)["id"]
+    cdir = Path(isobox.root, "containers", cid)
+    logs = sorted(p.name for p in cdir.iterdir() if p.name.startswith("ctr.log"))
+    total = sum((cdir / n).stat().st_size for n in logs)
+    assert 1 << 20 < total < 4 << 20, (logs, total)  # rotated, bounded
+    assert len(logs) <= 3
+    assert not (cdir / "console.log").exists()
+
+
+def test_user_disk_reaches_qemu_by_descriptor(isobox: Isobox, vm: str, tmp_path: Path) -> None:
+    """`vm create --disk`: the runtime opens the disk once, checks that very file and hands QEMU
+    the descriptor (-add-fd, /dev/fdset): QEMU never opens the path, so the file checked cannot
+    be swapped for another before QEMU opens it."""
+    import shutil
+    import subprocess
+
+    base = next(Path(isobox.root, "vm", "rootfs").glob("*.ext4"))  # the busybox image's root
+    disk = tmp_path / "own.raw"
+    shutil.copyfile(base, disk)
+    name = f"{RUN_PREFIX}svd"
+    isobox("vm", "create", name, "--disk", str(disk), "--memory", "256m", "--network", "none")
+    try:
+        isobox("vm", "start", name, timeout=120)
+        assert isobox("vm", "exec", name, "sh", "-c", "echo kept > /root/f; sync; cat /root/f"
+                      ).stdout == "kept\n"
+        pid = isobox.record(name)["pid"]
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert any(a.startswith(b"fd=") and b",set=" in a for a in cmdline)
+        assert any(b'"filename":"/dev/fdset/' in a for a in cmdline)
+        assert not any(str(disk).encode() in a and b"filename" in a for a in cmdline)
+        isobox("vm", "stop", "-t", "30", name, timeout=60)
+    finally:
+        isobox("vm", "rm", "-f", name, check=False)
+    # the guest's write went to the user's file, which stays after rm
+    out = subprocess.run(["debugfs", "-R", "cat /root/f", str(disk)], capture_output=True,
+                         text=True, check=False).stdout
+    assert out == "kept\n"

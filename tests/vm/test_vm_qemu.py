@@ -58,6 +58,15 @@ def test_run_as_drops_root_in_an_empty_chroot(vm_tmp: Path) -> None:
         qemu_argv(_spec(vm_tmp, run_as=(0, 0)))
 
 
+def test_user_disk_by_descriptor(vm_tmp: Path) -> None:
+    argv = qemu_argv(_spec(vm_tmp, drives=[Drive(vm_tmp / "own,disk.qcow2", "qcow2", user=True,
+                                                 fd=7)]))
+    assert argv[argv.index("-add-fd") + 1] == f"fd=7,set=1,opaque={vm_tmp}/own,,disk.qcow2"
+    blockdev = argv[argv.index("-blockdev") + 1]
+    assert '"filename":"/dev/fdset/1"' in blockdev and '"backing":null' in blockdev
+    assert "own,disk" not in blockdev
+
+
 def test_argv_is_locked_down(vm_tmp: Path) -> None:
     drives = [Drive(vm_tmp / "a,b.raw", "raw", readonly=True),
               Drive(vm_tmp / "c.qcow2", "qcow2", node="vdb")]

@@ -36,6 +36,11 @@ DEFAULT_MEMORY = 512 * MIB
 DEFAULT_DISK_SIZE = 4 * GIB
 STOP_TIMEOUT = 90      # seconds of ACPI/systemd shutdown before SIGKILL (TCG is slow)
 INIT = ("/sbin/init",)
+# The serial console is logged through the monitor (QEMU's own fd 1 is conmon's stdout pipe):
+# `isobox logs NAME` shows it, and conmon's rotation bounds what a guest writing its console
+# without end can take of the host's disk (QEMU's chardev logfile has no size limit).
+CONSOLE_TO_MONITOR = "/proc/self/fd/1"
+CONSOLE_LOG_OPTS = {"max-size": "1m", "max-file": "3"}
 SCRATCH_COMMENT = "isobox vm create --disk: no image, the user's disk is the root"
 
 
@@ -174,12 +179,12 @@ def create_system_vm(engine: Engine, o: SystemVMOptions) -> ContainerRow:
         image=image, command=INIT, entrypoint=(), name=o.name, hostname=hostname,
         labels={SYSTEM_LABEL: "true"}, ports=o.ports, network=o.network,
         resources=Resources(memory=memory, nano_cpus=o.cpus * 1_000_000_000),
-        isolation="vm", stop_signal="SIGTERM", stop_timeout=STOP_TIMEOUT)
+        isolation="vm", stop_signal="SIGTERM", stop_timeout=STOP_TIMEOUT,
+        log_opts=dict(CONSOLE_LOG_OPTS))
     row = create_container(engine, opts)
     try:
         cdir = engine.layout.container_dir(row.id)
-        notes = {SYSTEM_LABEL: "true",
-                 "org.isobox.vm.console-log": os.path.join(cdir, "console.log")}
+        notes = {SYSTEM_LABEL: "true", "org.isobox.vm.console-log": CONSOLE_TO_MONITOR}
         size = 0
         if disk is not None:
             notes["org.isobox.vm.disk"], notes["org.isobox.vm.disk-format"] = disk
@@ -193,7 +198,7 @@ def create_system_vm(engine: Engine, o: SystemVMOptions) -> ContainerRow:
                                     "disk_format": disk[1] if disk else "qcow2",
                                     "disk_mode": "direct" if disk else "overlay",
                                     "disk_size": size, "image": o.image,
-                                    "console_log": notes["org.isobox.vm.console-log"]}
+                                    "console_log": engine.layout.log_path(row.id)}
         engine.db.update(row.id, options=row.options)
     except BaseException:
         remove_container(engine, row.id, force=True)

@@ -176,6 +176,20 @@ def check_user_disk(path: Path | str, max_virtual_size: int = DEFAULT_MAX_VIRTUA
                     actual_size=asize if isinstance(asize, int) else st.st_blocks * 512)
 
 
+def check_open_disk(fd: int, label: str,
+                    max_virtual_size: int = DEFAULT_MAX_VIRTUAL_SIZE) -> DiskInfo:
+    """:func:`check_user_disk` on an already open file (through ``/proc/<pid>/fd``, the same
+    inode): the file checked is the very one QEMU then gets by descriptor, so it cannot be
+    swapped in between. Messages name ``label``."""
+    proc = f"/proc/{os.getpid()}/fd/{fd}"
+    try:
+        info = check_user_disk(proc, max_virtual_size)
+    except DiskError as e:
+        raise DiskError(str(e).replace(proc, label)) from None
+    return DiskInfo(path=Path(label), format=info.format, virtual_size=info.virtual_size,
+                    actual_size=info.actual_size)
+
+
 def _tree_usage(src: Path) -> tuple[int, int]:
     """(bytes rounded to 4 KiB blocks, number of inodes) of the tree at ``src``."""
     total, inodes = 4096, 1

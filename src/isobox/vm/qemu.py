@@ -43,6 +43,7 @@ class Drive:
     readonly: bool = False
     node: str = "vda"
     user: bool = False  # a user's disk: its header may not name a backing file (checked too)
+    fd: int = -1        # an open descriptor QEMU gets instead of the path (-add-fd)
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,14 @@ def qemu_argv(spec: MachineSpec, qemu: str = QEMU) -> list[str]:
         if d.node in nodes or not d.node.isidentifier():
             raise VMError(f"disk {d.path}: node name {d.node!r} is invalid or used twice")
         nodes.add(d.node)
+        filename = str(d.path)
+        if d.fd >= 0:  # QEMU dups the descriptor for /dev/fdset/N: it never opens the path
+            fdset = len(nodes)
+            argv += ["-add-fd", f"fd={d.fd},set={fdset},opaque={opt_value(d.path)}"]
+            filename = f"/dev/fdset/{fdset}"
         blockdev: dict[str, object] = {
             "driver": d.fmt, "node-name": d.node, "read-only": d.readonly,
-            "file": {"driver": "file", "filename": str(d.path), "read-only": d.readonly}}
+            "file": {"driver": "file", "filename": filename, "read-only": d.readonly}}
         if d.user and d.fmt == "qcow2":
             blockdev["backing"] = None  # even if the header was changed after the check
         argv += ["-blockdev", json.dumps(blockdev, separators=(",", ":")),

@@ -64,7 +64,7 @@ def create(store: VMStore, vid: str, bundle: str | None, pid_file: str | None,
     cgroup: Any = None
     stdio = _Stdio(bool(config["process"].get("terminal")), console_socket)
     try:
-        argv = _qemu_argv(config, st, stdio.stderr_fd)
+        argv = _qemu_argv(config, st, stdio.stderr_fd, stdio.extra_fds)
         from isobox.vm.runtime.incoming import open_incoming
 
         incoming = open_incoming(config)
@@ -110,7 +110,8 @@ def create(store: VMStore, vid: str, bundle: str | None, pid_file: str | None,
     return st
 
 
-def _qemu_argv(config: dict[str, Any], st: VMState, stderr_fd: int) -> list[str]:
+def _qemu_argv(config: dict[str, Any], st: VMState, stderr_fd: int,
+               extra_fds: list[int]) -> list[str]:
     from isobox.vm.accel import detect
     from isobox.vm.agent_build import agent_binary
     from isobox.vm.initramfs import guest_initramfs
@@ -129,6 +130,7 @@ def _qemu_argv(config: dict[str, Any], st: VMState, stderr_fd: int) -> list[str]
         initrd = guest_initramfs(cache, kernel, agent_binary(cache))
     spec = plan(config, st, accel=detect(), kernel=kernel.vmlinux, initrd=initrd,
                 stderr_fd=stderr_fd)
+    extra_fds.extend(d.fd for d in spec.drives if d.fd >= 0)  # passed to QEMU, closed after
     return system_console(config, st, qemu_argv(spec))
 
 
@@ -138,7 +140,8 @@ CONSOLE_SOCKET = "con.sock"  # in the VM's state directory (as short as qmp.sock
 def system_console(config: dict[str, Any], st: VMState, argv: list[str]) -> list[str]:
     """A system VM's serial console (ttyS0): a socket ``isobox vm console`` attaches to (QEMU
     serves one client at a time and drops output while none is attached), every byte also
-    appended to the console log (``org.isobox.vm.console-log``, kept across restarts)."""
+    appended to the console log (``org.isobox.vm.console-log``: the engine names QEMU's own
+    stdout, conmon's pipe, so the log is the container log that conmon rotates)."""
     from isobox.vm.qemu import opt_value
     from isobox.vm.runtime.machine import is_system
 

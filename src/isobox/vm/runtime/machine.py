@@ -195,18 +195,26 @@ def root_drive(config: dict[str, Any], disk: str) -> Drive:
     fmt = annotation(config, "disk-format", "qcow2")
     if annotation(config, "disk-user") != "true":
         return Drive(Path(disk), fmt)
-    from isobox.vm.disk import check_user_disk
+    from isobox.vm.disk import check_open_disk
 
     real = os.path.realpath(disk)
     data_root = os.path.dirname(os.path.realpath(annotation(config, "cache", DEFAULT_CACHE)))
     if real == data_root or real.startswith(data_root + "/"):
         raise ConfigError("--disk", f"{disk}: a disk inside isobox's data directory "
                           f"({data_root}) cannot be a VM's own disk")
-    info = check_user_disk(real)
-    if info.format != fmt:
-        raise ConfigError("--disk", f"{disk}: its format changed from {fmt} to {info.format} "
-                          "since the VM was created; refusing")
-    return Drive(Path(real), fmt, user=True)
+    try:  # opened once: checked and given to QEMU by descriptor (no swap in between)
+        fd = os.open(real, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY)
+    except OSError as e:
+        raise ConfigError("--disk", f"{disk}: {e.strerror}") from None
+    try:
+        info = check_open_disk(fd, real)
+        if info.format != fmt:
+            raise ConfigError("--disk", f"{disk}: its format changed from {fmt} to "
+                              f"{info.format} since the VM was created; refusing")
+    except BaseException:
+        os.close(fd)
+        raise
+    return Drive(Path(real), fmt, user=True, fd=fd)
 
 
 def loadvm_args(config: dict[str, Any]) -> list[str]:
