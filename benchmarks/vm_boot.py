@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import IsoboxEnv, med, pct, timed
 
+from isobox.engine.vm_resources import guest_ram_kib
+
 # What the hand-written VM needs to mount an ext4 virtio-blk disk (isobox loads more:
 # vm/initramfs.py DEFAULT_MODULES, compared in the profile).
 BARE_MODULES = ("virtio_mmio", "virtio_blk", "crc32c_generic", "ext4")
@@ -223,36 +225,6 @@ def qemu_pid(iso: IsoboxEnv, cid: str) -> int:
         return int(json.load(f)["pid"])
 
 
-def guest_ram_rss_kib(pid: int, guest_mib: int) -> tuple[int, int]:
-    """Rss and Pss (KiB) of the guest RAM: the anonymous mapping of the -m size."""
-    want = guest_mib * 1024
-    best: tuple[int, int] | None = None
-    cur: dict[str, int] = {}
-    anon = False
-    size_ok = False
-
-    def flush() -> None:
-        nonlocal best
-        if anon and size_ok and cur and best is None:
-            best = (cur.get("Rss", 0), cur.get("Pss", 0))
-
-    with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            head = line.split()
-            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-                flush()
-                lo, hi = (int(x, 16) for x in head[0].split("-"))
-                anon = len(head) < 6  # no pathname
-                size_ok = (hi - lo) // 1024 == want
-                cur = {}
-            elif head and head[0].endswith(":") and len(head) >= 2 and head[1].isdigit():
-                cur[head[0][:-1]] = int(head[1])
-        flush()
-    if best is None:
-        raise RuntimeError(f"qemu {pid}: no anonymous {guest_mib} MiB mapping in smaps")
-    return best
-
-
 def top_mappings(pid: int, guest_mib: int) -> list[tuple[int, int, str]]:
     """(Rss KiB, size KiB, name) of each mapping but the guest RAM, largest Rss first."""
     out: list[tuple[int, int, str]] = []
@@ -288,7 +260,7 @@ def memory(iso: IsoboxEnv, vms: int, settle: float) -> None:
         for cid in cids:
             pid = qemu_pid(iso, cid)
             pss = pss_kib(pid)
-            rss, _ = guest_ram_rss_kib(pid, 256)
+            rss, _ = guest_ram_kib(pid, 256)
             over.append((pss - rss) / 1024)
             print(f"  {pid:>9}{pss / 1024:>9.1f}{rss / 1024:>23.1f}{(pss - rss) / 1024:>14.1f}")
         print(f"  overhead per idle VM (PSS - guest RAM Rss): median {med(over):.1f} MiB")
@@ -308,7 +280,7 @@ def snapshots(iso: IsoboxEnv, reps: int, fill_mib: int) -> None:
             iso("exec", cid, "dd", "if=/dev/urandom", "of=/dev/shm/fill", "bs=1M",
                 f"count={fill_mib}")
         pid = qemu_pid(iso, cid)
-        rss = guest_ram_rss_kib(pid, 256)[0] / 1024
+        rss = guest_ram_kib(pid, 256)[0] / 1024
         saves: list[float] = []
         loads: list[float] = []
         with QMPClient(vm_dir(iso, cid) / "qmp.sock", timeout=120) as q:

@@ -64,6 +64,12 @@ def test_detached_vm_ps_exec_logs_stop(isobox: Isobox) -> None:
     assert isobox("exec", name, "hostname").stdout.strip() == cid[:12]
     info = json.loads(isobox("inspect", name).stdout)[0]
     assert info["HostConfig"]["Isolation"] == "vm"
+    vm = info["VM"]  # guest size, QEMU's cgroup limit and its measured overhead
+    assert vm["GuestMemory"] == 256 << 20 and vm["VCPUs"] == 1
+    assert vm["MemoryLimit"] == vm["GuestMemory"] + vm["OverheadAllowance"]
+    assert 0 < vm["GuestRamResident"] <= vm["GuestMemory"]
+    assert 0 < vm["MeasuredOverhead"] < vm["OverheadAllowance"]
+    assert vm["QemuPss"] >= vm["MeasuredOverhead"] and vm["QemuUid"] != 0
     isobox("pause", name)  # QMP stop: the vCPUs halt
     assert isobox.record(name)["status"] == "paused"
     isobox("unpause", name)

@@ -193,3 +193,22 @@ def test_user_disk_reaches_qemu_by_descriptor(isobox: Isobox, vm: str, tmp_path:
     out = subprocess.run(["debugfs", "-R", "cat /root/f", str(disk)], capture_output=True,
                          text=True, check=False).stdout
     assert out == "kept\n"
+
+
+def test_exec_user_is_resolved_in_the_guest(isobox: Isobox, vm: str) -> None:
+    """`-u NAME` in a VM: the guest's own /etc/passwd and /etc/group, so a user added inside
+    the running VM is known (the image's files are not asked)."""
+    isobox("vm", "start", vm, timeout=120)
+    isobox("vm", "exec", vm, "sh", "-c",
+           "echo 'alice:x:1234:1234::/:/bin/sh' >> /etc/passwd && "
+           "echo 'team:x:2345:bob,alice' >> /etc/group")
+    out = isobox("vm", "exec", "-u", "alice", vm, "id").stdout
+    assert "uid=1234(alice)" in out and "2345(team)" in out, out
+    assert "uid=55 gid=66" in isobox("vm", "exec", "-u", "55:66", vm, "id").stdout
+    out = isobox("vm", "exec", "-u", "alice:team", vm, "id").stdout
+    assert "uid=1234(alice) gid=2345(team)" in out, out
+    p = isobox("vm", "exec", "-u", "nobody-here", vm, "id", check=False)
+    assert p.returncode == 126
+    assert "unable to find user nobody-here: no matching entries in passwd file" in p.stderr
+    p = isobox("vm", "exec", "-u", "alice:nogroup-here", vm, "id", check=False)
+    assert p.returncode == 126 and "unable to find group nogroup-here" in p.stderr

@@ -33,11 +33,12 @@ class ExecRequest:
     privileged: bool = False
 
 
-def exec_process(engine: Engine, cid: str, req: ExecRequest) -> dict[str, Any]:
+def exec_process(engine: Engine, row: ContainerRow, req: ExecRequest) -> dict[str, Any]:
     """The runtime-spec process for ``req``: the container's own, with the request's changes."""
     from isobox.engine.parse import resolve_env
     from isobox.engine.spec import resolve_user
 
+    cid = row.id
     with open(os.path.join(engine.layout.container_dir(cid), "config.json")) as f:
         spec = json.load(f)
     process = {k: v for k, v in spec["process"].items() if k not in ("consoleSize",)}
@@ -53,7 +54,11 @@ def exec_process(engine: Engine, cid: str, req: ExecRequest) -> dict[str, Any]:
             raise ConfigError("--workdir", f"the working directory '{req.workdir}' is "
                               "invalid, it needs to be an absolute path")
         process["cwd"] = req.workdir
-    if req.user:
+    if req.user and row.options.get("isolation") == "vm":
+        # the guest's own /etc/passwd (users added in the VM count), read by its agent;
+        # "username" is runtime-spec's field for a name the runtime resolves
+        process["user"] = {"uid": 0, "gid": 0, "username": req.user}
+    elif req.user:
         uid, gid, extra = resolve_user(engine.snapshots.get(cid).rootfs, req.user)
         process["user"] = {"uid": uid, "gid": gid, **({"additionalGids": extra} if extra
                                                       else {})}
@@ -109,7 +114,7 @@ def spawn_exec(engine: Engine, ref: str, req: ExecRequest, *, stdin: Any, stdout
     :class:`subprocess.Popen` takes). A ``req.tty`` exec needs ``console_socket``: the
     runtime sends the pty's master there (runc's protocol)."""
     row = check_exec(engine, ref, req)
-    process = exec_process(engine, row.id, req)
+    process = exec_process(engine, row, req)
     rt = engine.runtime(row)
     persist = engine.layout.persist_dir(row.id)
     os.makedirs(persist, mode=0o700, exist_ok=True)

@@ -136,7 +136,7 @@ def run_probe(engine: Engine, row: ContainerRow, probe: Probe) -> CheckResult:
 
     start = time.time()
     try:
-        process = exec_process(engine, row.id, ExecRequest(args=list(probe.argv)))
+        process = exec_process(engine, row, ExecRequest(args=list(probe.argv)))
     except (OSError, ValueError, IsoboxError) as e:
         return CheckResult(start, time.time(), -1, f"cannot prepare the check: {e}")
     persist = engine.layout.persist_dir(row.id)

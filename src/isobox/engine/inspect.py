@@ -335,7 +335,11 @@ def inspect_container(engine: Engine, row: ContainerRow, *, size: bool = False
         "NetworkSettings": _network_settings(engine, row),
     }
     if size:
-        out["SizeRw"], out["SizeRootFs"] = _sizes(engine, row)
+        out["SizeRw"], out["SizeRootFs"] = container_sizes(engine, row)
+    if row.options.get("isolation") == "vm":  # isobox's own: guest size, limit, overhead
+        from isobox.engine.vm_resources import vm_resources
+
+        out["VM"] = vm_resources(engine, row)
     return out
 
 
@@ -350,7 +354,7 @@ def _graph_driver(engine: Engine, row: ContainerRow) -> dict[str, Any]:
         "WorkDir": os.path.join(snap.path, "work")}}
 
 
-def _sizes(engine: Engine, row: ContainerRow) -> tuple[int, int]:
+def container_sizes(engine: Engine, row: ContainerRow) -> tuple[int, int]:
     try:
         rw = engine.snapshots.size(row.id)
     except (IsoboxError, OSError):

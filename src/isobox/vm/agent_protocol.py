@@ -102,6 +102,7 @@ class ExecSpec:
     chroot: bool = True                   # False: run in the agent's root (the initramfs)
     busybox: bool = False                 # run args[0] as an applet of the agent's busybox
     mounts: list[str] | None = None       # 9p shares (main only): tag, target, "ro"|"rw", ...
+    user: str = ""                        # "name[:group]" resolved in the guest (over uid/gid)
 
     def payload(self) -> dict[str, Any]:
         if not self.args and not (self.files and not self.main):  # files alone: an update
@@ -121,6 +122,8 @@ class ExecSpec:
             obj["busybox"] = True
         if self.mounts:
             obj["mounts"] = self.mounts
+        if self.user:
+            obj["user"] = self.user
         return obj
 
 

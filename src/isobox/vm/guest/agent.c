@@ -450,6 +450,7 @@ struct net_req {
 struct exec_req {
     struct strv args, env;
     char *cwd;
+    char *user; /* "name[:group]" or "uid[:gid]": resolved in the guest's own files */
     long long uid, gid, rows, cols;
     struct gidv gids;
     bool terminal, main, stdin_closed, has_net;
@@ -488,6 +489,7 @@ static void exec_field(struct jp *j, const char *k, void *ctx) {
     if (!strcmp(k, "args")) jarray(j, strv_item, &r->args);
     else if (!strcmp(k, "env")) jarray(j, strv_item, &r->env);
     else if (!strcmp(k, "cwd")) { free(r->cwd); r->cwd = jstring(j); }
+    else if (!strcmp(k, "user")) { free(r->user); r->user = jstring(j); }
     else if (!strcmp(k, "uid")) r->uid = jint(j);
     else if (!strcmp(k, "gid")) r->gid = jint(j);
     else if (!strcmp(k, "rows")) r->rows = jint(j);
@@ -508,6 +510,7 @@ static void exec_req_free(struct exec_req *r) {
     strv_free(&r->args);
     strv_free(&r->env);
     free(r->cwd);
+    free(r->user);
     free(r->gids.v);
     strv_free(&r->files);
     strv_free(&r->mounts);
@@ -529,6 +532,8 @@ static const char *exec_req_parse(struct exec_req *r, const char *d, size_t n) {
     if (r->rows < 0 || r->rows > 65535 || r->cols < 0 || r->cols > 65535)
         return "EXEC: rows/cols out of range";
     if (r->cwd && r->cwd[0] != '/') return "EXEC: cwd must be an absolute path";
+    if (r->user && (!r->user[0] || strlen(r->user) > 256 || strpbrk(r->user, "\n\r")))
+        return "EXEC: user must be 1-256 characters on one line";
     for (size_t i = 0; i < r->files.n; i += 2) {
         const char *f = r->files.v[i];
         if (f[0] != '/' || strstr(f, "/../") || !strcmp(f + strlen(f) - 3 * (strlen(f) >= 3), "/..")
@@ -597,7 +602,7 @@ struct session {
     bool reaped;
     int code;
     int64_t reap_ms;
-    char *cmd, *cwd; /* for an exec failure message */
+    char *cmd, *cwd, *user; /* for an exec failure message */
 };
 
 static struct port ports[MAX_PORTS];
@@ -714,7 +719,8 @@ static bool port_paused(struct port *p) {
 struct exec_fail {
     int stage, err;
 };
-enum { ST_CHROOT = 1, ST_CHDIR, ST_GROUPS, ST_GID, ST_UID, ST_EXEC, ST_TTY };
+enum { ST_CHROOT = 1, ST_CHDIR, ST_GROUPS, ST_GID, ST_UID, ST_EXEC, ST_TTY, ST_NOUSER,
+       ST_NOGROUP };
 
 /* Docker's convention: 127 command not found, 126 found but not runnable. */
 static int fail_code(const struct exec_fail *f) {
@@ -733,6 +739,117 @@ static void move_fd(int from, int to) {
         fcntl(to, F_SETFD, 0);
     } else {
         dup2(from, to);
+    }
+}
+
+/* ---- -u NAME: the guest's own /etc/passwd and /etc/group (Docker's rules) ------------------ */
+
+#define MAX_GIDS 64
+
+static bool all_digits(const char *t) {
+    if (!*t) return false;
+    for (; *t; t++)
+        if (*t < '0' || *t > '9') return false;
+    return true;
+}
+
+/* A ':'-separated line split in place into at most `max` fields; how many there are. */
+static int split_fields(char *line, char **f, int max) {
+    line[strcspn(line, "\n")] = 0;
+    int n = 0;
+    for (char *p = line; n < max; n++) {
+        f[n] = p;
+        p = strchr(p, ':');
+        if (!p) return n + 1;
+        *p++ = 0;
+    }
+    return n;
+}
+
+/* The passwd entry whose name (or, for digits, uid) is `who`: its uid, gid and name. */
+static bool passwd_entry(const char *who, long long *uid, long long *gid, char *name, size_t n) {
+    FILE *f = fopen("/etc/passwd", "re");
+    if (!f) return false;
+    char line[1024], *fl[7];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f)) {
+        if (split_fields(line, fl, 7) < 4 || !all_digits(fl[2]) || !all_digits(fl[3])) continue;
+        if (all_digits(who) ? !strcmp(fl[2], who) : !strcmp(fl[0], who)) {
+            *uid = atoll(fl[2]);
+            *gid = atoll(fl[3]);
+            snprintf(name, n, "%s", fl[0]);
+            found = true;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* Group `want` (name or gid; may be NULL) -> *gid; every group listing `member` -> gids. */
+static bool scan_groups(const char *want, long long *gid, const char *member, gid_t *gids,
+                        size_t *ngids) {
+    FILE *f = fopen("/etc/group", "re");
+    if (!f) return false;
+    char line[4096], *fl[4];
+    bool found = false;
+    while (fgets(line, sizeof line, f)) {
+        int nf = split_fields(line, fl, 4);
+        if (nf < 3 || !all_digits(fl[2])) continue;
+        if (want && !found && (all_digits(want) ? !strcmp(fl[2], want) : !strcmp(fl[0], want))) {
+            *gid = atoll(fl[2]);
+            found = true;
+        }
+        if (!member || nf < 4 || *ngids >= MAX_GIDS) continue;
+        for (char *save = NULL, *m = strtok_r(fl[3], ",", &save); m;
+             m = strtok_r(NULL, ",", &save))
+            if (!strcmp(m, member)) {
+                gids[(*ngids)++] = (gid_t)atoll(fl[2]);
+                break;
+            }
+    }
+    fclose(f);
+    return found;
+}
+
+/* r->user in the current root: uid, gid and supplementary groups into r (after chroot). */
+static void resolve_user(struct exec_req *r, int errw) {
+    char spec[260], name[256] = "";
+    snprintf(spec, sizeof spec, "%s", r->user);
+    char *group = strchr(spec, ':');
+    if (group) *group++ = 0;
+    long long uid = 0, gid = 0;
+    bool known = spec[0] && passwd_entry(spec, &uid, &gid, name, sizeof name);
+    if (!known) {
+        if (!all_digits(spec)) {
+            errno = ENOENT;
+            child_fail(errw, ST_NOUSER);
+        }
+        uid = atoll(spec);
+        gid = 0;
+    }
+    gid_t gids[MAX_GIDS];
+    size_t ngids = 0;
+    if (group && *group) {
+        if (!scan_groups(group, &gid, known ? name : NULL, gids, &ngids)) {
+            if (!all_digits(group)) {
+                errno = ENOENT;
+                child_fail(errw, ST_NOGROUP);
+            }
+            gid = atoll(group);
+        }
+    } else if (known) {
+        scan_groups(NULL, NULL, name, gids, &ngids);
+    }
+    if (uid > 0xFFFFFFFELL || gid > 0xFFFFFFFELL) {
+        errno = EINVAL;
+        child_fail(errw, ST_NOUSER);
+    }
+    r->uid = uid;
+    r->gid = gid;
+    r->gids.n = 0;
+    for (size_t i = 0; i < ngids; i++) {
+        r->gids.v = xrealloc(r->gids.v, (r->gids.n + 1) * sizeof *r->gids.v);
+        r->gids.v[r->gids.n++] = gids[i];
     }
 }
 
@@ -760,6 +877,7 @@ static void child_run(struct exec_req *r, int fin, int fout, int ferr, int tty, 
     if (r->busybox && tool < 0) child_fail(errw, ST_EXEC);
     if (rootfs_dir && !r->no_chroot && chroot(rootfs_dir) < 0) child_fail(errw, ST_CHROOT);
     if (chdir(r->cwd ? r->cwd : "/") < 0) child_fail(errw, ST_CHDIR);
+    if (r->user) resolve_user(r, errw);
     if (setgroups(r->gids.n, r->gids.v) < 0 && !(errno == EPERM && !pid1 && !r->gids.n))
         child_fail(errw, ST_GROUPS);
     if (setgid((gid_t)r->gid) < 0) child_fail(errw, ST_GID);
@@ -787,6 +905,14 @@ static void exec_failure_message(struct session *s, struct exec_fail *f, char *o
     case ST_GROUPS: snprintf(out, n, "setgroups failed: %s", e); break;
     case ST_GID: snprintf(out, n, "setgid failed: %s", e); break;
     case ST_UID: snprintf(out, n, "setuid failed: %s", e); break;
+    case ST_NOUSER:
+        snprintf(out, n, "unable to find user %s: no matching entries in passwd file",
+                 s->user ? s->user : "?");
+        break;
+    case ST_NOGROUP:
+        snprintf(out, n, "unable to find group %s: no matching entries in group file",
+                 s->user && strchr(s->user, ':') ? strchr(s->user, ':') + 1 : "?");
+        break;
     default: snprintf(out, n, "setting up the stdio/terminal failed: %s", e); break;
     }
 }
@@ -818,6 +944,7 @@ static void session_free(struct session *s) {
     buf_clear(&s->in);
     free(s->cmd);
     free(s->cwd);
+    free(s->user);
     free(s);
 }
 
@@ -1205,6 +1332,8 @@ static void handle_exec(struct port *p, uint32_t id, const char *d, size_t n) {
     if (r.main) main_used = true;
     s->cwd = r.cwd;
     r.cwd = NULL;
+    s->user = r.user;
+    r.user = NULL;
     exec_req_free(&r);
     return;
 sys_fail: {

@@ -58,14 +58,18 @@ def exec_command(store: VMStore, vid: str, flags: dict[str, Any], args: list[str
     if terminal and not detach and flags.get("console-socket"):
         use_console_socket(str(flags["console-socket"]))
     rows, cols = _terminal_size() if terminal else (0, 0)
+    from isobox.vm.agent_protocol import ExecSpec
+
+    spec = ExecSpec(
+        list(process["args"]), env=list(process.get("env") or []),
+        cwd=str(process.get("cwd") or "/"), uid=int(user.get("uid", 0)),
+        gid=int(user.get("gid", 0)),
+        additional_gids=[int(g) for g in user.get("additionalGids") or []],
+        terminal=terminal, rows=rows, cols=cols, stdin=not detach,
+        user=str(user.get("username") or ""))  # a name the guest resolves itself
     with agent_session(st, control=False, timeout=10.0) as conn:
         try:
-            session = conn.exec(
-                list(process["args"]), env=list(process.get("env") or []),
-                cwd=str(process.get("cwd") or "/"), uid=int(user.get("uid", 0)),
-                gid=int(user.get("gid", 0)),
-                additional_gids=[int(g) for g in user.get("additionalGids") or []],
-                terminal=terminal, rows=rows, cols=cols, stdin=not detach)
+            session = conn.exec_spec(spec)
         except ExecError as e:
             os.write(2, f"{e}\n".encode())
             return e.exit_code
