@@ -132,8 +132,9 @@ def leaks(root: str) -> list[str]:
     found += [f"qemu {line[:200]}" for line in out.splitlines() if run_dir in line]
     vm_root = os.path.join(run_dir, "vm")
     if os.path.isdir(vm_root):
-        # "empty": QEMU's chroot, shared by all VMs, stays
-        found += [f"vm state {n}" for n in os.listdir(vm_root) if n != "empty"]
+        # shared by all VMs, they stay: QEMU's chroot and the lock of the uid allocation
+        found += [f"vm state {n}" for n in os.listdir(vm_root) if n not in ("empty",
+                                                                             ".uids.lock")]
     return found
 
 

@@ -95,6 +95,10 @@ def test_restore_refuses_foreign_stale_and_tampered_files(isobox: Isobox, vm: st
                       (tmp_path, "is a directory")):
         p = isobox("vm", "restore", str(path), check=False)
         assert p.returncode != 0 and msg in p.stderr and "Traceback" not in p.stderr, p.stderr
+    isobox("vm", "resize", vm, "--memory", "192m")  # QEMU could not load it into 192 MiB
+    p = isobox("vm", "restore", str(second), check=False)
+    assert p.returncode != 0 and "resized since the save" in p.stderr, p.stderr
+    isobox("vm", "resize", vm, "--memory", "256m")
     isobox("vm", "restore", str(second), timeout=300)  # the genuine latest one still works
     assert isobox.record(vm)["status"] == "running"
     isobox("vm", "rm", "-f", vm)
@@ -187,6 +191,19 @@ def test_user_disk_reaches_qemu_by_descriptor(isobox: Isobox, vm: str, tmp_path:
         assert any(b'"filename":"/dev/fdset/' in a for a in cmdline)
         assert not any(str(disk).encode() in a and b"filename" in a for a in cmdline)
         isobox("vm", "stop", "-t", "30", name, timeout=60)
+        # the file is the VM's from now on: another file in its place is refused at start
+        other = tmp_path / "other.raw"
+        shutil.copyfile(disk, other)
+        disk.rename(tmp_path / "moved.raw")
+        other.rename(disk)
+        p = isobox("vm", "start", name, check=False, timeout=120)
+        assert p.returncode != 0 and "not the file the VM was created with" in p.stderr, p.stderr
+        disk.unlink()
+        os.symlink(tmp_path / "moved.raw", disk)  # nor a symlink, wherever it points
+        p = isobox("vm", "start", name, check=False, timeout=120)
+        assert p.returncode != 0 and "--disk" in p.stderr and "Traceback" not in p.stderr
+        disk.unlink()
+        (tmp_path / "moved.raw").rename(disk)
     finally:
         isobox("vm", "rm", "-f", name, check=False)
     # the guest's write went to the user's file, which stays after rm

@@ -21,6 +21,7 @@ from isobox.vm.agent_build import AGENT_SOURCE, agent_binary
 from isobox.vm.agent_client import AgentConnection, ExecError, pump_session
 from isobox.vm.agent_protocol import (
     HEADER,
+    PROTOCOL_VERSION,
     AgentError,
     ExecSpec,
     Frame,
@@ -132,7 +133,7 @@ def test_not_pid1_without_test_flag(agent_bin: Path) -> None:
 
 def test_args_env_cwd_and_exit_codes(agent: Agent) -> None:
     with agent.connect() as conn:
-        assert conn.version == 1
+        assert conn.version == PROTOCOL_VERSION == 2
         s = conn.exec_spec(ExecSpec(["sh", "-c", 'echo "$1:$FOO:$(pwd)"; exit 3', "sh", "a b"],
                                env=[*ENV, "FOO=bär"], cwd="/tmp"))
         assert s.pid and s.pid > 0

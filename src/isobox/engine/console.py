@@ -112,32 +112,65 @@ def set_window(master: int, rows: int, cols: int) -> None:
 
 def relay(master: int, stdin_fd: int | None, stdout_fd: int) -> None:
     """Copy ``stdin_fd`` to the pty and the pty to ``stdout_fd`` until every holder of the
-    pty's other end has gone (EIO)."""
+    pty's other end has gone (EIO). Writes to the pty never block: with both pty buffers full
+    (a large paste echoed back) a blocking write would stop us reading, and the other side
+    too."""
+    os.set_blocking(master, False)
+    pending = bytearray()  # for the pty
     poller = select.poll()
-    poller.register(master, select.POLLIN)
-    if stdin_fd is not None:
-        poller.register(stdin_fd, select.POLLIN)
+    reading_input = stdin_fd is not None
+
+    def interest() -> None:
+        poller.register(master, select.POLLIN | (select.POLLOUT if pending else 0))
+        if stdin_fd is not None:
+            if reading_input and len(pending) < INPUT_HIGH:
+                poller.register(stdin_fd, select.POLLIN)
+            else:
+                try:
+                    poller.unregister(stdin_fd)
+                except KeyError:
+                    pass
+
     while True:
+        interest()
         try:
             events = poller.poll()
         except InterruptedError:
             continue
-        for fd, _ev in events:
-            try:
-                data = os.read(fd, 65536)
-            except InterruptedError:
-                continue
-            except OSError:
-                data = b""
+        for fd, ev in events:
             if fd == master:
-                if not data:
-                    return
-                _write_all(stdout_fd, data)
-            elif data:
-                _write_all(master, data)
-            else:  # end of our input: the terminal sees ^D, as a typed one
-                poller.unregister(fd)
-                _write_all(master, b"\x04")
+                if ev & select.POLLOUT and pending:
+                    try:
+                        pending[:os.write(master, pending)] = b""
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                    except OSError:
+                        pending.clear()
+                if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    try:
+                        data = os.read(master, 65536)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:  # EIO: the other end is gone
+                        return
+                    if not data:
+                        return
+                    _write_all(stdout_fd, data)
+            elif reading_input:
+                try:
+                    data = os.read(fd, 65536)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    pending += data
+                else:  # end of our input: the terminal sees ^D, as a typed one
+                    pending += b"\x04"
+                    reading_input = False
+
+
+INPUT_HIGH = 1 << 20  # input queued for the pty above which our input is not read further
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -173,13 +173,16 @@ def _exec_with_terminal(engine: Engine, ref: str, req: ExecRequest) -> int:
     import signal
 
     from isobox.engine.console import ConsoleSocket, raw_terminal, relay, set_window
+    from isobox.engine.sigproxy import FORWARDED
 
     with ConsoleSocket() as console:
         ex = spawn_exec(engine, ref, req, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                         stderr=subprocess.PIPE, console_socket=console.path)
         try:
             master = console.receive(ex)
-        except BaseException:
+        except BaseException:  # ^C or no terminal: the runtime must not go on without us
+            if ex.proc.poll() is None:
+                ex.proc.kill()
             ex.finish()
             raise
 
@@ -190,8 +193,15 @@ def _exec_with_terminal(engine: Engine, ref: str, req: ExecRequest) -> int:
             return
         set_window(master, size.lines, size.columns)
 
+    def forward(sig: int, _frame: object) -> None:  # as `exec` without -t: to the runtime
+        try:
+            ex.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
     code: int | None = None
-    previous = signal.signal(signal.SIGWINCH, follow_window)
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, follow_window)
     try:
         follow_window()
         with raw_terminal(req.interactive):
@@ -201,7 +211,8 @@ def _exec_with_terminal(engine: Engine, ref: str, req: ExecRequest) -> int:
         if err:
             os.write(2, err)
     finally:
-        signal.signal(signal.SIGWINCH, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         os.close(master)
         if ex.proc.stderr is not None:
             ex.proc.stderr.close()

@@ -291,6 +291,9 @@ def _newer_than(path: str, key: tuple[int, int]) -> list[BinaryIO]:
     return files
 
 
+IDLE_FIRST = 0.005
+
+
 def follow_logs(path: str, *, stdout: bool = True, stderr: bool = True,
                 since: float | None = None, until: float | None = None,
                 tail: int | None = None, stop: Callable[[], bool],
@@ -340,6 +343,9 @@ def follow_logs(path: str, *, stdout: bool = True, stderr: bool = True,
         older = []
         if past_until:
             return
+        # idle waits grow from 5 ms to ``poll``: a short-lived container's end is seen at once
+        # (docker-py's run follows the logs of every container it runs), an idle one is cheap
+        delay = IDLE_FIRST
         while True:
             # sampled before the read, so what was written before stop() turned true is read
             stopping = stop() or (until is not None and time.time() > until)
@@ -371,8 +377,11 @@ def follow_logs(path: str, *, stdout: bool = True, stderr: bool = True,
             if stopping:
                 yield from kept(joiner.flush())
                 return
-            if not got:
-                time.sleep(poll)
+            if got:
+                delay = IDLE_FIRST
+            else:
+                time.sleep(delay)
+                delay = min(delay * 2, poll)
     finally:
         for f in older:
             f.close()

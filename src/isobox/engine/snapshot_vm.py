@@ -170,11 +170,25 @@ def start_once_with(engine: Engine, row: ContainerRow, notes: dict[str, str],
     config = os.path.join(engine.layout.container_dir(row.id), "config.json")
     _set_annotations(config, notes)
     try:
-        start_locked(engine, engine.reload(row.id))
+        start_locked(engine, engine.reload(row.id), once=True)
     except IsoboxError as e:
         raise SystemSetupError(f"cannot start {row.name} {what}: {e}") from None
     finally:
         _set_annotations(config, dict.fromkeys(notes))
+
+
+ONCE_ANNOTATIONS = (LOADVM, "org.isobox.vm.incoming", "org.isobox.vm.incoming-offset",
+                    "org.isobox.vm.incoming-sha256")
+
+
+def clear_once_annotations(engine: Engine, row: ContainerRow) -> None:
+    """Drop start-once annotations an interrupted :func:`start_once_with` left behind: a
+    normal start must boot, not load a saved memory onto a disk that was not reverted."""
+    config = os.path.join(engine.layout.container_dir(row.id), "config.json")
+    with open(config) as f:
+        notes = json.load(f).get("annotations") or {}
+    if any(k in notes for k in ONCE_ANNOTATIONS):
+        _set_annotations(config, dict.fromkeys(ONCE_ANNOTATIONS))
 
 
 def _set_annotations(config_path: str, notes: Mapping[str, str | None]) -> None:

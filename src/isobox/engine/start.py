@@ -42,10 +42,16 @@ def start_container(engine: Engine, ref: str, *, attach: bool = False,
 
 
 def start_locked(engine: Engine, row: ContainerRow, *, attach: bool = False,
-                 attached_pid: int = 0) -> AttachSession | None:
+                 attached_pid: int = 0, once: bool = False) -> AttachSession | None:
+    """``once``: the bundle carries annotations for this start only (a VM started from a
+    snapshot or a state file); any other start first drops such leftovers of a crash."""
     from isobox.engine.exits import teardown
 
     cid = row.id
+    if not once and row.options.get("isolation") == "vm":
+        from isobox.engine.snapshot_vm import clear_once_annotations
+
+        clear_once_annotations(engine, row)
     opts = row.options
     lay = engine.layout
     rt = engine.runtime(row)

@@ -75,6 +75,19 @@ def list_system_vms(engine: Engine) -> list[ContainerRow]:
     return [r for r in engine.list() if is_system(r)]
 
 
+def vm_summary(row: ContainerRow) -> dict[str, Any]:
+    """What ``isobox vm ls`` shows of a VM (also ``GET /isobox/v1/vms``)."""
+    res = row.options.get("resources") or {}
+    info = row.options.get("system_vm") or {}
+    saved = row.options.get("saved_state") or None
+    return {"Id": row.id, "Name": row.name, "State": row.status,
+            "Cpus": int(res.get("nano_cpus") or 1_000_000_000) // 1_000_000_000,
+            "Memory": int(res.get("memory") or DEFAULT_MEMORY),
+            "Image": str(info.get("image") or ""), "Disk": str(info.get("disk") or ""),
+            "SavedState": {"File": saved["file"], "Saved": saved.get("saved", "")}
+            if saved else None}
+
+
 # create -----------------------------------------------------------------------------------
 def _check(o: SystemVMOptions) -> None:
     from isobox.engine.names import validate_name
@@ -104,7 +117,7 @@ def _check(o: SystemVMOptions) -> None:
 
 
 def check_disk(path: str) -> tuple[str, str]:
-    """(absolute path, format) of a user's disk, refused if hostile (SECURITY.md 55/56)."""
+    """(resolved path, format) of a user's disk, refused if hostile (SECURITY.md 55/56)."""
     from isobox.vm.disk import check_user_disk
 
     if not os.path.isfile(path):
@@ -113,7 +126,7 @@ def check_disk(path: str) -> tuple[str, str]:
         info = check_user_disk(path)
     except IsoboxError as e:
         raise ConfigError("--disk", str(e)) from None
-    return os.path.abspath(path), info.format
+    return os.path.realpath(path), info.format
 
 
 def _layer_path(engine: Engine, layers: list[str], rel: str) -> str | None:
@@ -189,6 +202,8 @@ def create_system_vm(engine: Engine, o: SystemVMOptions) -> ContainerRow:
         if disk is not None:
             notes["org.isobox.vm.disk"], notes["org.isobox.vm.disk-format"] = disk
             notes["org.isobox.vm.disk-user"] = "true"  # checked again at every start
+            st = os.stat(disk[0])  # the very file: a later swap for another is refused
+            notes["org.isobox.vm.disk-id"] = f"{st.st_dev}:{st.st_ino}"
             os.unlink(os.path.join(cdir, "disk.qcow2"))  # the empty image's overlay
         else:
             size = o.disk_size or DEFAULT_DISK_SIZE

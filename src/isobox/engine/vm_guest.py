@@ -68,7 +68,8 @@ def resize_workload(state_dir: str, rows: int, cols: int) -> None:
         st = VMStore(os.path.dirname(state_dir)).load(os.path.basename(state_dir))
         if st.status() != "running":
             return
-        with agent_session(st, control=False, timeout=2.0) as conn:
+        # no waiting for a free control port: a resize is dropped rather than stall the relay
+        with agent_session(st, control=False, timeout=2.0, wait=0) as conn:
             conn.resize(MAIN_SESSION, rows, cols)
     except (IsoboxError, OSError):
         pass

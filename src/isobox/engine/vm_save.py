@@ -48,8 +48,9 @@ class SaveResult:
 
 def save_vm(engine: Engine, ref: str, path: str) -> SaveResult:
     """Write the running VM's state to ``path`` and stop the VM."""
+    from isobox.engine.exits import handle_exit
     from isobox.engine.snapshot_vm import disk_path, live_state
-    from isobox.engine.stop import stop_container
+    from isobox.engine.stop import kill_locked, wait_exit
     from isobox.engine.system_vm import get_system_vm
 
     dest = os.path.abspath(path)
@@ -75,9 +76,12 @@ def save_vm(engine: Engine, ref: str, path: str) -> SaveResult:
         previous = (row.options.get("saved_state") or {}).get("snapshot")
         row.options["saved_state"] = {"file": dest, "token": token, "sha256": digest,
                                       "offset": offset, "snapshot": SAVE_PREFIX + token,
-                                      "saved": header["saved"]}
+                                      "saved": header["saved"], "shape": _shape(row)}
         engine.db.update(row.id, options=row.options, manually_stopped=1)
-    stop_container(engine, row.id, timeout=0)  # QEMU, paused after the migration, is killed
+        # QEMU, paused after the migration, goes before anyone else gets the lock
+        kill_locked(engine, row, "KILL")
+        wait_exit(engine, row, 30.0)
+    handle_exit(engine, row.id, restart_allowed=False)
     if previous:
         _drop_snapshot(engine, engine.reload(row.id), str(previous))
     engine.event(row, "save", file=dest)
@@ -108,12 +112,12 @@ def _write_state(qmp_socket: Path, dest: str, header: dict[str, str], *,
                 q.execute("migrate-set-parameters", {"max-bandwidth": UNLIMITED_BANDWIDTH})
                 q.execute("migrate", {"uri": f"fd:{FD_NAME}"})
                 _wait_migrated(q)
+                os.fsync(fd)
+                digest = _stream_sha256(fd, len(head))
+                os.rename(tmp, dest)
             except BaseException:
                 _undo(q, snapshot if snapped else "", resume)
                 raise
-        os.fsync(fd)
-        digest = _stream_sha256(fd, len(head))
-        os.rename(tmp, dest)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -137,26 +141,46 @@ def _wait_migrated(q: QMPClient) -> None:
             raise SystemSetupError(f"saving the VM's state failed: "
                                    f"{info.get('error-desc') or status}")
         if time.monotonic() > deadline:
-            q.execute("migrate_cancel")
             raise SystemSetupError(f"saving the VM's state took more than "
                                    f"{MIGRATE_TIMEOUT:.0f} s; cancelled")
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
 
 
+ACTIVE_MIGRATION = ("setup", "active", "cancelling", "pre-switchover", "device")
+
+
 def _undo(q: QMPClient, snapshot: str, resume: bool) -> None:
+    """Back to before the save: the migration cancelled and ended, QEMU's copy of our fd
+    closed, the vCPUs running again (which also takes the disks back from a completed
+    migration), then the save's disk snapshot deleted. Best effort: QEMU may be gone."""
     from isobox.engine.snapshot_vm import NODE
 
-    for cmd, args in (("migrate_cancel", None),
-                      ("blockdev-snapshot-delete-internal-sync",
-                       {"device": NODE, "name": snapshot} if snapshot else None),
-                      ("cont", None) if resume else ("", None)):
-        if not cmd or (cmd.startswith("blockdev") and not args):
-            continue
+    def quietly(cmd: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            q.execute(cmd, args)
+            return q.execute(cmd, args)
         except IsoboxError:
-            pass  # best effort: QEMU may be gone
+            return {}
+
+    quietly("migrate_cancel")
+    deadline = time.monotonic() + 30
+    while quietly("query-migrate").get("status") in ACTIVE_MIGRATION \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    quietly("closefd", {"fdname": FD_NAME})
+    if resume:
+        quietly("cont")
+    if snapshot:
+        quietly("blockdev-snapshot-delete-internal-sync", {"device": NODE, "name": snapshot})
+
+
+def _shape(row: ContainerRow) -> dict[str, int]:
+    """What a saved state must be loaded into: the same guest memory and vCPUs."""
+    from isobox.engine.system_vm import DEFAULT_MEMORY
+
+    res = row.options.get("resources") or {}
+    return {"memory": int(res.get("memory") or DEFAULT_MEMORY),
+            "cpus": int(res.get("nano_cpus") or 1_000_000_000) // 1_000_000_000}
 
 
 def _stream_sha256(fd: int, offset: int) -> str:
@@ -228,6 +252,12 @@ def restore_vm(engine: Engine, path: str) -> ContainerRow:
             raise ConflictError(f"{src} is not the latest state saved for VM {row.name}"
                                 + (f" (that is {saved.get('file')}, saved {saved.get('saved')})"
                                    if saved else " (it has none)"))
+        if saved.get("shape") not in (None, _shape(row)):  # QEMU could not load it
+            then, now = saved["shape"], _shape(row)
+            raise ConflictError(f"cannot restore {row.name}: it was resized since the save "
+                                f"(saved with {then['memory'] >> 20} MiB and {then['cpus']} "
+                                f"vCPUs, now {now['memory'] >> 20} MiB and {now['cpus']}); "
+                                "resize it back first")
         with open(src, "rb") as f:
             if _stream_sha256(f.fileno(), offset) != saved.get("sha256"):
                 raise ConflictError(f"{src}: the saved state changed since it was written (its "

@@ -16,7 +16,7 @@ from isobox.vm.errors import VMError
 
 HEADER = struct.Struct(">BII")
 MAX_PAYLOAD = 1 << 20
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: EXEC "user" (a name the agent resolves)
 MAIN_SESSION = 0
 
 

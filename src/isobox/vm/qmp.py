@@ -33,7 +33,8 @@ class QMPClient:
                 break
             except (QMPError, OSError) as e:
                 qmp.close()
-                missing = isinstance(e, (FileNotFoundError, ConnectionRefusedError))
+                cause = getattr(e, "exc", None) or e  # qemu.qmp wraps the OSError
+                missing = isinstance(cause, (FileNotFoundError, ConnectionRefusedError))
                 if not missing or time.monotonic() >= deadline:
                     raise VMError(f"QMP {self._socket}: cannot connect: {e}") from None
             time.sleep(0.02)

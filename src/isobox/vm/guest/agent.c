@@ -43,7 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2 /* 2: EXEC "user" */
 #define MAX_FRAME (1u << 20)
 #define READ_CHUNK (128u * 1024)
 #define OUT_HIGH (4u << 20)   /* outbound backlog of a port that pauses session output */
@@ -770,9 +770,10 @@ static int split_fields(char *line, char **f, int max) {
 static bool passwd_entry(const char *who, long long *uid, long long *gid, char *name, size_t n) {
     FILE *f = fopen("/etc/passwd", "re");
     if (!f) return false;
-    char line[1024], *fl[7];
+    char *line = NULL, *fl[7];
+    size_t cap = 0;
     bool found = false;
-    while (!found && fgets(line, sizeof line, f)) {
+    while (!found && getline(&line, &cap, f) >= 0) {
         if (split_fields(line, fl, 7) < 4 || !all_digits(fl[2]) || !all_digits(fl[3])) continue;
         if (all_digits(who) ? !strcmp(fl[2], who) : !strcmp(fl[0], who)) {
             *uid = atoll(fl[2]);
@@ -781,6 +782,7 @@ static bool passwd_entry(const char *who, long long *uid, long long *gid, char *
             found = true;
         }
     }
+    free(line);
     fclose(f);
     return found;
 }
@@ -790,9 +792,10 @@ static bool scan_groups(const char *want, long long *gid, const char *member, gi
                         size_t *ngids) {
     FILE *f = fopen("/etc/group", "re");
     if (!f) return false;
-    char line[4096], *fl[4];
+    char *line = NULL, *fl[4];
+    size_t cap = 0;
     bool found = false;
-    while (fgets(line, sizeof line, f)) {
+    while (getline(&line, &cap, f) >= 0) {
         int nf = split_fields(line, fl, 4);
         if (nf < 3 || !all_digits(fl[2])) continue;
         if (want && !found && (all_digits(want) ? !strcmp(fl[2], want) : !strcmp(fl[0], want))) {
@@ -807,6 +810,7 @@ static bool scan_groups(const char *want, long long *gid, const char *member, gi
                 break;
             }
     }
+    free(line);
     fclose(f);
     return found;
 }
@@ -829,8 +833,8 @@ static void resolve_user(struct exec_req *r, int errw) {
     }
     gid_t gids[MAX_GIDS];
     size_t ngids = 0;
-    if (group && *group) {
-        if (!scan_groups(group, &gid, known ? name : NULL, gids, &ngids)) {
+    if (group && *group) { /* explicit group: no supplementary ones (libcontainer's rule) */
+        if (!scan_groups(group, &gid, NULL, gids, &ngids)) {
             if (!all_digits(group)) {
                 errno = ENOENT;
                 child_fail(errw, ST_NOGROUP);

@@ -273,11 +273,21 @@ def powerdown(st: VMState, sig: int) -> None:
 
 def run_when_migrated(st: VMState, timeout: float = 600.0) -> None:
     """Wait for QEMU to load the state file (``-incoming``), then run the vCPUs: a state is
-    saved paused (vm save stops the VM first), and QEMU keeps the saved run state."""
-    from isobox.vm.qmp import QMPClient
+    saved paused (vm save stops the VM first), and QEMU keeps the saved run state, so a
+    restored VM always runs (also one that was paused when saved)."""
+    try:
+        _load_and_run(st, time.monotonic() + timeout, timeout)
+    except IsoboxError as e:
+        if not st.alive():  # QEMU refused the stream: its own words are in its log
+            raise SystemSetupError(f"QEMU could not load the saved state: "
+                                   f"{log_tail(st.qemu_log)}") from None
+        raise SystemSetupError(f"loading the saved state failed: {e}") from None
 
-    deadline = time.monotonic() + timeout
+
+def _load_and_run(st: VMState, deadline: float, timeout: float) -> None:
     from pathlib import Path
+
+    from isobox.vm.qmp import QMPClient
 
     with QMPClient(Path(st.qmp_socket), timeout=30.0) as qmp:
         while True:

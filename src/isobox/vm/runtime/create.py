@@ -18,13 +18,19 @@ from typing import Any
 
 from isobox.errors import ConfigError, IsoboxError, SystemSetupError
 from isobox.vm.runtime.control import log_tail
-from isobox.vm.runtime.machine import DEFAULT_CACHE, annotation, guest_memory_mib, plan
+from isobox.vm.runtime.machine import (
+    DEFAULT_CACHE,
+    annotation,
+    guest_cpus,
+    guest_memory_mib,
+    plan,
+)
 from isobox.vm.runtime.state import VMState, VMStore
 
 MIB = 1 << 20
 # QEMU's threads: vCPUs, the main loop, RCU, I/O workers (up to 64 per pool); no processes
 # (-sandbox spawn=deny). A guest that makes QEMU spawn threads without end stops here.
-QEMU_PIDS = 256
+QEMU_BASE_PIDS = 192
 # What QEMU may open (device cgroup): null, zero, random, urandom, the tap clone device, KVM,
 # and terminals (a VM with -t gets a pty).
 QEMU_DEVICES: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}] + [
@@ -64,6 +70,9 @@ def create(store: VMStore, vid: str, bundle: str | None, pid_file: str | None,
     cgroup: Any = None
     stdio = _Stdio(bool(config["process"].get("terminal")), console_socket)
     try:
+        from isobox.vm.runtime.machine import allocate_qemu_uid
+
+        allocate_qemu_uid(store, st)
         argv = _qemu_argv(config, st, stdio.stderr_fd, stdio.extra_fds)
         from isobox.vm.runtime.incoming import open_incoming
 
@@ -165,7 +174,8 @@ def _make_cgroup(config: dict[str, Any], vid: str) -> Any:
     try:
         guest = guest_memory_mib(config)
         resources: dict[str, Any] = {"memory": {"limit": (guest + overhead_mib(guest)) * MIB},
-                                     "pids": {"limit": QEMU_PIDS}, "devices": QEMU_DEVICES}
+                                     "pids": {"limit": QEMU_BASE_PIDS + 4 * guest_cpus(config)},
+                                     "devices": QEMU_DEVICES}
         cpu = ((config.get("linux") or {}).get("resources") or {}).get("cpu")
         if cpu:
             resources["cpu"] = cpu

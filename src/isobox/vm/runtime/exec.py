@@ -68,6 +68,10 @@ def exec_command(store: VMStore, vid: str, flags: dict[str, Any], args: list[str
         terminal=terminal, rows=rows, cols=cols, stdin=not detach,
         user=str(user.get("username") or ""))  # a name the guest resolves itself
     with agent_session(st, control=False, timeout=10.0) as conn:
+        if spec.user and (conn.version or 0) < 2:  # an older agent would ignore it: root
+            raise ConflictError(f"the VM's guest agent is older than -u NAME (protocol "
+                                f"{conn.version}); restart the VM to get the current agent, "
+                                "or give a numeric uid:gid")
         try:
             session = conn.exec_spec(spec)
         except ExecError as e:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from isobox.errors import ConfigError
+from isobox.errors import ConfigError, NotFoundError
 from isobox.vm.qemu import Drive, MachineSpec, SerialPort
-from isobox.vm.runtime.state import CTL_PORTS, VMState
+from isobox.vm.runtime.state import CTL_PORTS, VMState, VMStore
 
 ANNOTATION = "org.isobox.vm."
 DEFAULT_CACHE = "/var/lib/isobox/vm"
@@ -141,21 +141,22 @@ def plan(config: dict[str, Any], st: VMState, *, accel: Any, kernel: Path, initr
     ports += [SerialPort(f"isobox.ctl{n}", ("socket", Path(st.ctl_socket(n))))
               for n in range(CTL_PORTS)]
     shared = shares(config)
-    run_as = qemu_user(st.id) if not shared else None
+    run_as = (st.qemu_uid, st.qemu_uid) if st.qemu_uid and not shared else None
+    cmdline = kernel_cmdline(config, " ".join(filter(None, (system_cmdline(config),
+                                                           module_groups(config)))))
+    extra_args = tuple(share_args(shared) + loadvm_args(config) + system_args(config))
+    chroot = Path(empty_dir(os.path.dirname(st.dir))) if run_as is not None else None
+    # last: a user's disk is opened here and its descriptor must reach QEMU (no raise after)
+    drives = [root_drive(config, disk)]
     return MachineSpec(
-        kernel=kernel, initrd=initrd,
-        cmdline=kernel_cmdline(config, " ".join(filter(None, (system_cmdline(config),
-                                                             module_groups(config))))),
-        memory_mib=memory, cpus=guest_cpus(config), accel=accel,
-        drives=[root_drive(config, disk)],
+        kernel=kernel, initrd=initrd, cmdline=cmdline,
+        memory_mib=memory, cpus=guest_cpus(config), accel=accel, drives=drives,
         ports=ports, qmp_socket=Path(st.qmp_socket),
         # the guest can write its serial console without end: kept only for system VMs (a
         # login prompt) and when asked for (ISOBOX_VM_DEBUG=1 in the engine's environment)
         console_log=Path(st.console_log) if is_system(config)
         or annotation(config, "console") == "on" else None,
-        extra_args=tuple(share_args(shared) + loadvm_args(config) + system_args(config)),
-        run_as=run_as,
-        chroot=Path(empty_dir(os.path.dirname(st.dir))) if run_as is not None else None)
+        extra_args=extra_args, run_as=run_as, chroot=chroot)
 
 
 # QEMU's uid: one per VM, in a range no login or subordinate-id range uses, so an escaped QEMU
@@ -166,11 +167,32 @@ QEMU_UID_BASE = 2_100_000_000
 QEMU_UID_SPAN = 1 << 24
 
 
-def qemu_user(vid: str) -> tuple[int, int]:
+def allocate_qemu_uid(store: VMStore, st: VMState) -> None:
+    """A uid no other VM under this runtime root holds (starting from a hash of the id), saved
+    in ``st`` under a lock so that concurrent creates never pick the same one."""
+    import fcntl
     import hashlib
 
-    uid = QEMU_UID_BASE + int(hashlib.sha256(vid.encode()).hexdigest()[:8], 16) % QEMU_UID_SPAN
-    return uid, uid
+    fd = os.open(os.path.join(store.root, ".uids.lock"),
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        used = set()
+        for vid in store.ids():
+            if vid != st.id:
+                try:
+                    used.add(store.load(vid).qemu_uid)
+                except (OSError, ValueError, TypeError, NotFoundError):
+                    continue
+        offset = int(hashlib.sha256(st.id.encode()).hexdigest()[:8], 16)
+        for i in range(QEMU_UID_SPAN):
+            uid = QEMU_UID_BASE + (offset + i) % QEMU_UID_SPAN
+            if uid not in used:
+                break
+        st.qemu_uid = uid
+        st.save()
+    finally:
+        os.close(fd)
 
 
 def empty_dir(root: str) -> str:
@@ -197,16 +219,21 @@ def root_drive(config: dict[str, Any], disk: str) -> Drive:
         return Drive(Path(disk), fmt)
     from isobox.vm.disk import check_open_disk
 
-    real = os.path.realpath(disk)
-    data_root = os.path.dirname(os.path.realpath(annotation(config, "cache", DEFAULT_CACHE)))
-    if real == data_root or real.startswith(data_root + "/"):
-        raise ConfigError("--disk", f"{disk}: a disk inside isobox's data directory "
-                          f"({data_root}) cannot be a VM's own disk")
     try:  # opened once: checked and given to QEMU by descriptor (no swap in between)
-        fd = os.open(real, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY)
+        fd = os.open(disk, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY)
     except OSError as e:
         raise ConfigError("--disk", f"{disk}: {e.strerror}") from None
     try:
+        st = os.fstat(fd)
+        if annotation(config, "disk-id") not in ("", f"{st.st_dev}:{st.st_ino}"):
+            raise ConfigError("--disk", f"{disk}: not the file the VM was created with (it was "
+                              "replaced or moved since `vm create`); refusing")
+        real = os.readlink(f"/proc/self/fd/{fd}")  # what was opened, whatever the path says
+        data_root = os.path.dirname(os.path.realpath(annotation(config, "cache",
+                                                                DEFAULT_CACHE)))
+        if real == data_root or real.startswith(data_root + "/"):
+            raise ConfigError("--disk", f"{disk}: a disk inside isobox's data directory "
+                              f"({data_root}) cannot be a VM's own disk")
         info = check_open_disk(fd, real)
         if info.format != fmt:
             raise ConfigError("--disk", f"{disk}: its format changed from {fmt} to "

@@ -26,19 +26,20 @@ class VMState:
     ``run --rm``, and importing dataclasses (with inspect) costs them ~12 ms."""
 
     FIELDS = ("id", "bundle", "pid", "start_time", "started", "paused", "created",
-              "annotations", "cgroup", "net")
+              "annotations", "cgroup", "net", "qemu_uid")
 
     def __init__(self, id: str, dir: str, bundle: str, pid: int = 0, start_time: int = 0,
                  started: bool = False, paused: bool = False, created: str = "",
                  annotations: dict[str, str] | None = None,
-                 cgroup: dict[str, Any] | None = None, net: dict[str, Any] | None = None
-                 ) -> None:
+                 cgroup: dict[str, Any] | None = None, net: dict[str, Any] | None = None,
+                 qemu_uid: int = 0) -> None:
         self.id, self.dir, self.bundle = id, dir, bundle
         self.pid, self.start_time = pid, start_time
         self.started, self.paused, self.created = started, paused, created
         self.annotations: dict[str, str] = annotations or {}
         self.cgroup: dict[str, Any] = cgroup or {}
         self.net: dict[str, Any] = net or {}  # the guest NIC (network.GuestNet)
+        self.qemu_uid = qemu_uid  # the uid QEMU drops to (machine.allocate_qemu_uid)
 
     # paths inside the state directory -----------------------------------------------------
     @property
