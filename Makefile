@@ -29,6 +29,10 @@ apt:
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# the API tests drive the real docker CLI: Debian's docker.io (CLI 20.10, API 1.41) when
+	@# none is installed (these machines come with docker CLI 28 in /usr/local/bin)
+	@command -v docker >/dev/null || { echo "installing Debian package: docker.io (for its docker CLI)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; }
 
 $(STAMP): pyproject.toml scripts/launcher scripts/install-launcher
 	$(PYTHON) -m venv $(VENV)

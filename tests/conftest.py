@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine"))
+
+from engine_helpers import NET_PREFIX, Isobox, leaks, remove_everything
 
 from harness import (
     RUN_PREFIX,
@@ -56,3 +63,29 @@ def runtime(tmp_path: Any) -> Iterator[Runtime]:
     assert not remaining, f"state left after delete --force: {remaining}"
     assert not mounts, f"mounts leaked on the host: {mounts}"
     assert not cgroups, f"cgroups leaked: {cgroups}"
+
+
+# The engine's per-run root, here so that every test directory (engine, api, …) shares ONE:
+# two roots with the same bridge/nft prefix would fight over the same bridge and table.
+@pytest.fixture(scope="session")
+def engine_root() -> Iterator[str]:
+    # short: conmon's attach socket lives at <root>/containers/<64 hex>/attach (108 bytes max)
+    root = tempfile.mkdtemp(prefix=f"{RUN_PREFIX}e", dir="/tmp")
+    env = {**os.environ, "ISOBOX_ROOT": root, "ISOBOX_NET_PREFIX": NET_PREFIX}
+    subprocess.run([Isobox.binary(), "image", "bootstrap", "busybox"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    yield root
+    remove_everything(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def isobox(engine_root: str) -> Iterator[Isobox]:
+    ib = Isobox(engine_root)
+    yield ib
+    ib.remove_all_containers()
+    found = leaks(engine_root)
+    if found:  # a monitor may still be finishing its exit command: give it a moment
+        time.sleep(2)
+        found = leaks(engine_root)
+    assert not found, f"leaked: {found}"

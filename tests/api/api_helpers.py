@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 
 from engine_helpers import NET_PREFIX, Isobox
 
-DOCKER = "/usr/local/bin/docker"
+DOCKER = shutil.which("docker") or "/usr/local/bin/docker"  # `make deps` makes sure of one
 
 
 class ApiServer:
@@ -24,12 +25,13 @@ class ApiServer:
         self.log_path = log_path
 
     @classmethod
-    def start(cls, root: str, socket_path: str) -> ApiServer:
-        log_path = socket_path + ".log"
+    def start(cls, root: str, socket_path: str, *args: str, log_path: str = "") -> ApiServer:
+        """``isobox serve --socket socket_path *args``, once it answers ``/_ping``."""
+        log_path = log_path or socket_path + ".log"
         env = {**os.environ, "ISOBOX_ROOT": root, "ISOBOX_NET_PREFIX": NET_PREFIX}
         env.pop("ISOBOX_RUN_DIR", None)
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([Isobox.binary(), "serve", "--socket", socket_path],
+            proc = subprocess.Popen([Isobox.binary(), "serve", "--socket", socket_path, *args],
                                     env=env, stdout=log, stderr=subprocess.STDOUT)
         server = cls(proc, socket_path, log_path)
         deadline = time.monotonic() + 20

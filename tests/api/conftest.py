@@ -1,12 +1,10 @@
-"""Fixtures of the API tests: the engine tests' per-run isobox root (busybox bootstrapped,
-its own bridge/nft prefix) and their `isobox` fixture with its leak checks — loaded from
-tests/engine/conftest.py, not copied — plus one `isobox serve` per session on a socket in /tmp
-and the real docker CLI pointed at it."""
+"""Fixtures of the API tests: one `isobox serve` per session on a socket in /tmp, over the
+run's isobox root (the `engine_root` and `isobox` fixtures of tests/conftest.py, with their
+leak checks), and the real docker CLI pointed at it."""
 
 from __future__ import annotations
 
 import grp
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,19 +17,6 @@ ENGINE_TESTS = os.path.join(os.path.dirname(HERE), "engine")
 sys.path.insert(0, ENGINE_TESTS)
 sys.path.insert(0, HERE)
 
-
-def _engine_conftest() -> object:
-    spec = importlib.util.spec_from_file_location("engine_conftest",
-                                                  os.path.join(ENGINE_TESTS, "conftest.py"))
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_engine = _engine_conftest()
-engine_root = _engine.engine_root  # type: ignore[attr-defined]
-isobox = _engine.isobox  # type: ignore[attr-defined]
 
 from api_helpers import ApiServer, Docker  # noqa: E402
 

@@ -31,7 +31,7 @@ def test_run_returns_output_and_raises_on_failure(client: docker.DockerClient,
     assert e.value.exit_status == 3
     # a missing image is pulled first: docker.io cannot be reached from here (dockerd says so
     # with a 500 too)
-    with pytest.raises(docker.errors.APIError, match="cannot reach registry docker.io"):
+    with pytest.raises(docker.errors.APIError, match=r"cannot reach registry docker\.io"):
         client.containers.run("no-such-image-isobox", "true")
     assert isobox.ids() == []
 

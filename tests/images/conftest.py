@@ -21,7 +21,25 @@ def store_root() -> Iterator[str]:
     for m in sorted(leaked, key=len, reverse=True):
         subprocess.run(["umount", "-l", m], check=False)
     shutil.rmtree(root, ignore_errors=True)
+    _remove_empty_run_dir(root)
     assert not leaked, f"mounts leaked: {leaked}"
+
+
+def _remove_empty_run_dir(root: str) -> None:
+    """An engine command on the root (``system df``, a build) made its run directory: remove
+    it when it holds nothing but empty directories (anything else is a leak, left to see)."""
+    import os
+
+    from isobox.engine.layout import default_run_dir
+
+    run_dir = default_run_dir(root)
+    for dirpath, _dirs, files in os.walk(run_dir, topdown=False):
+        if files:
+            return
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            return
 
 
 @pytest.fixture

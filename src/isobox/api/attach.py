@@ -1,4 +1,5 @@
-"""``POST /containers/{id}/attach`` over a hijacked connection.
+"""``POST /containers/{id}/attach`` over a hijacked connection (and the websocket's, which
+shares all but the client's framing).
 
 The docker CLI attaches *before* it starts the container (``run``, ``start -a``), but the
 container's monitor, whose attach socket carries the streams, exists only from the start on.
@@ -10,11 +11,14 @@ is noticed by polling and joined late."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from isobox.api.pump import Codec, Pump, RawCodec, Sink, Source
 from isobox.api.streams import (
     DEFAULT_DETACH_KEYS,
     STDERR,
@@ -22,7 +26,6 @@ from isobox.api.streams import (
     frame,
     parse_detach_keys,
     shut,
-    start_stdin_pump,
     stream_content_type,
 )
 from isobox.errors import ConflictError, IsoboxError, NotFoundError
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from isobox.engine.engine import Engine
 
 MONITOR_STDERR = 3  # conmon's packet tag for stderr (2 is stdout)
+BUFSIZE = 8192 + 1  # conmon's packets: a tag byte and up to 8 KiB
 POLL = 0.25
 
 
@@ -78,20 +82,24 @@ class PendingAttaches:
 
 def start_with_attaches(state: ApiState, engine: Engine, cid: str) -> None:
     """Start ``cid``, handing sessions connected before the process runs to every waiting
-    attach (the engine starts it plainly when none waits)."""
+    attach (the engine starts it plainly when none waits); its exit is the server's to
+    handle."""
     from isobox.engine.attach import AttachSession
     from isobox.engine.start import start_container
 
     waiters = state.attaches.take(cid)
+    me = os.getpid()  # the server handles the exit itself (api/exit_watch.py)
     if not waiters:
-        start_container(engine, cid)
+        start_container(engine, cid, attached_pid=me)
+        state.exits.watch(engine, cid)
         return
     try:
-        session = start_container(engine, cid, attach=True)
+        session = start_container(engine, cid, attach=True, attached_pid=me)
     except BaseException:
         for w in waiters:
             w.deliver(None)
         raise
+    state.exits.watch(engine, cid)
     waiters[0].deliver(session)
     for w in waiters[1:]:
         try:
@@ -100,11 +108,49 @@ def start_with_attaches(state: ApiState, engine: Engine, cid: str) -> None:
             w.deliver(None)
 
 
+@dataclass(frozen=True)
+class AttachParams:
+    """What an attach asks for (dockerd's parameters; ``stream`` and ``logs`` default off)."""
+
+    stdin: bool
+    stdout: bool
+    stderr: bool
+    logs: bool
+    stream: bool
+    detach_keys: bytes
+
+    @classmethod
+    def of(cls, ex: Exchange, *, all_streams: bool = False) -> AttachParams:
+        """``all_streams``: attach stdin, stdout and stderr when none is named."""
+        named = any(ex.arg(k) for k in ("stdin", "stdout", "stderr"))
+        every = all_streams and not named
+        return cls(stdin=every or ex.flag("stdin"), stdout=every or ex.flag("stdout"),
+                   stderr=every or ex.flag("stderr"), logs=ex.flag("logs"),
+                   stream=ex.flag("stream"),
+                   detach_keys=parse_detach_keys(ex.arg("detachKeys") or DEFAULT_DETACH_KEYS))
+
+
+# opens the client's side once the request is accepted: (socket, codec, bytes already read)
+OpenClient = Callable[[bool], tuple[socket.socket, Codec, bytes]]
+
+
 def attach_route(state: ApiState, ex: Exchange, ref: str) -> None:
+    """``POST /containers/{id}/attach``: Docker's hijacked connection, multiplexed unless
+    the container has a TTY."""
+    def hijacked(tty: bool) -> tuple[socket.socket, Codec, bytes]:
+        sock = ex.hijack(stream_content_type(tty))
+        return sock, RawCodec(), ex.buffered_input()
+
+    run_attach(state, ex, ref, AttachParams.of(ex), hijacked, mux=True)
+
+
+def run_attach(state: ApiState, ex: Exchange, ref: str, p: AttachParams,
+               open_client: OpenClient, *, mux: bool) -> None:
+    """Replay the logs (``logs``), then stream the container's output to the client and the
+    client's bytes to its stdin (``stream``) until it exits, the client leaves or detaches.
+    ``mux``: Docker's 8-byte frames unless the container has a TTY."""
     from isobox.engine.attach import AttachSession
 
-    want_in, want_out, want_err = ex.flag("stdin"), ex.flag("stdout"), ex.flag("stderr")
-    keys = parse_detach_keys(ex.arg("detachKeys") or DEFAULT_DETACH_KEYS)
     with state.engine() as engine:
         row = engine.get(ref)
         status = engine.effective_status(row)
@@ -113,18 +159,32 @@ def attach_route(state: ApiState, ex: Exchange, ref: str) -> None:
         if status not in ("running", "created", "exited", "creating"):
             raise ConflictError(f"You cannot attach to a container that is {status}")
         tty = bool(row.options.get("tty"))
-        stdin = want_in and bool(row.options.get("open_stdin"))
-        bundle = engine.layout.container_dir(row.id)
-        sock = ex.hijack(stream_content_type(tty))
-        if status == "running":
-            session: AttachSession | None = AttachSession.connect(bundle)
-        else:
-            session = _wait_for_start(state, ex, engine, row.id, bundle)
-    if session is None:
-        shut(sock)
+        framed = mux and not tty
+        stdin = p.stdin and bool(row.options.get("open_stdin"))
+        replay = _replay(engine, row.id, p, framed) if p.logs else b""
+        sock, codec, pending = open_client(tty)
+        session: AttachSession | None = None
+        if p.stream:
+            bundle = engine.layout.container_dir(row.id)
+            session = AttachSession.connect(bundle) if status == "running" else \
+                _wait_for_start(state, ex, engine, row.id, bundle)
+    if session is None:  # logs only, or the client left before the start
+        Pump(sock, [], None, codec=codec, pending=pending, initial=codec.encode(replay)
+             if replay else b"").run()
         return
-    pump(ex, session, sock, tty=tty, stdin=stdin, stdout=want_out, stderr=want_err,
-         detach_keys=keys)
+    pump(session, sock, codec=codec, pending=pending, initial=replay, framed=framed,
+         stdin=stdin, stdout=p.stdout, stderr=p.stderr, detach_keys=p.detach_keys)
+
+
+def _replay(engine: Engine, cid: str, p: AttachParams, framed: bool) -> bytes:
+    """The container's logged output (``logs=1``), framed as the live stream is."""
+    from isobox.engine.logs import container_logs
+
+    out = bytearray()
+    for rec in container_logs(engine, cid, stdout=p.stdout, stderr=p.stderr):
+        out += frame(STDERR if rec.stream == "stderr" else STDOUT, rec.data) if framed \
+            else rec.data
+    return bytes(out)
 
 
 def _wait_for_start(state: ApiState, ex: Exchange, engine: Engine, cid: str,
@@ -149,39 +209,36 @@ def _wait_for_start(state: ApiState, ex: Exchange, engine: Engine, cid: str,
     return waiter.session
 
 
-def pump(ex: Exchange, session: AttachSession, sock: socket.socket, *, tty: bool, stdin: bool,
-         stdout: bool, stderr: bool, detach_keys: bytes) -> None:
-    """Monitor packets → the client (framed unless TTY); the client's bytes → stdin."""
+def pump(session: AttachSession, sock: socket.socket, *, codec: Codec, pending: bytes,
+         initial: bytes, framed: bool, stdin: bool, stdout: bool, stderr: bool,
+         detach_keys: bytes) -> None:
+    """Monitor packets → the client; the client's bytes → stdin, its end → a half-close
+    (the monitor then closes the process's input)."""
     msock = session.sock
 
-    def half_close() -> None:
+    def read() -> bytes | None:
         try:
-            msock.shutdown(socket.SHUT_WR)  # the monitor closes the process's stdin
+            data = msock.recv(BUFSIZE)
+        except (BlockingIOError, InterruptedError):
+            return b""
         except OSError:
-            pass
+            return None
+        if not data:
+            return None
+        is_err = data[0] == MONITOR_STDERR
+        if (is_err and not stderr) or (not is_err and not stdout):
+            return b""
+        payload = data[1:]
+        return frame(STDERR if is_err else STDOUT, payload) if framed else payload
 
-    def detach() -> None:
-        shut(msock)
-        shut(sock)
-
+    sink = None
     if stdin:
-        start_stdin_pump(ex.read_raw, msock.sendall, half_close, detach, detach_keys)
+        msock.setblocking(False)
+        sink = Sink(msock, lambda view: msock.send(view[:BUFSIZE - 1]),
+                    lambda: msock.shutdown(socket.SHUT_WR))
     try:
-        while True:
-            try:
-                data = msock.recv(8193)
-            except OSError:
-                break
-            if not data:
-                break
-            is_err = data[0] == MONITOR_STDERR
-            if (is_err and not stderr) or (not is_err and not stdout):
-                continue
-            payload = data[1:]
-            sock.sendall(payload if tty else frame(STDERR if is_err else STDOUT, payload))
-    except OSError:
-        pass  # the client went away; the container runs on
+        Pump(sock, [Source(msock, read)], sink, codec=codec, pending=pending,
+             detach_keys=detach_keys, initial=codec.encode(initial) if initial else b"").run()
     finally:
         session.close()
         shut(sock)
-

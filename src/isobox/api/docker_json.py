@@ -259,6 +259,12 @@ def _aliases(body: dict[str, Any], network: str) -> tuple[str, ...]:
     endpoints = _obj(_obj(body, "NetworkingConfig", ""), "EndpointsConfig",
                      "NetworkingConfig.")
     ep = endpoints.get(network)
+    if isinstance(ep, dict):  # `run --ip`: the engine allocates addresses itself
+        where = f"NetworkingConfig.EndpointsConfig.{network}."
+        ipam = _obj(ep, "IPAMConfig", where)
+        for key in ("IPv4Address", "IPv6Address"):
+            if _str(ipam, key, where + "IPAMConfig."):
+                raise _bad(f"{where}IPAMConfig.{key}", "static addresses are not supported")
     if not isinstance(ep, dict) or network in ("bridge", "host", "none"):
         return ()
     return tuple(_strs(ep, "Aliases", f"NetworkingConfig.EndpointsConfig.{network}.") or [])
@@ -414,7 +420,8 @@ def container_summary(engine: Engine, row: ContainerRow, *, size: bool = False
         "Labels": full["Config"].get("Labels") or {},
         "State": "created" if status == "creating" else status,
         "Status": status_text(engine, row),
-        "HostConfig": {"NetworkMode": full["HostConfig"]["NetworkMode"]},
+        "HostConfig": {"NetworkMode": full["HostConfig"]["NetworkMode"],
+                       "Isolation": full["HostConfig"].get("Isolation") or ""},
         "NetworkSettings": {"Networks": full["NetworkSettings"]["Networks"]},
         "Mounts": full["Mounts"]}
     if size:

@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import os
 import secrets
-import selectors
 import socket
 import struct
 import subprocess
@@ -20,9 +19,10 @@ import termios
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from isobox.api.errors import ApiError
+from isobox.api.pump import Pump, Sink, Source
 from isobox.api.routing import route
 from isobox.api.streams import (
     DEFAULT_DETACH_KEYS,
@@ -31,7 +31,6 @@ from isobox.api.streams import (
     frame,
     parse_detach_keys,
     shut,
-    start_stdin_pump,
     stream_content_type,
 )
 from isobox.engine.execute import ExecProcess, ExecRequest
@@ -261,40 +260,31 @@ def _run_pipes(state: ApiState, ex: Exchange, inst: ExecInstance, sock: socket.s
     _pid_later(inst, proc)
     p = proc.proc
     assert p.stdout is not None and p.stderr is not None
+
+    def source(pipe: IO[bytes], stream: int, wanted: bool) -> Source:
+        def read() -> bytes | None:
+            data = os.read(pipe.fileno(), 65536)
+            if not data:
+                return None
+            return frame(stream, data) if wanted else b""
+        return Source(pipe, read)
+
+    sink = None
     if inst.attach_stdin and p.stdin is not None:
         stdin = p.stdin
-
-        def write(data: bytes) -> None:
-            stdin.write(data)
-            stdin.flush()
-
-        def close() -> None:
-            with contextlib.suppress(OSError):
-                stdin.close()
-
-        start_stdin_pump(ex.read_raw, write, close, lambda: shut(sock),
-                         parse_detach_keys(inst.detach_keys or DEFAULT_DETACH_KEYS))
-    sel = selectors.DefaultSelector()
-    sel.register(p.stdout, selectors.EVENT_READ, STDOUT)
-    sel.register(p.stderr, selectors.EVENT_READ, STDERR)
-    client_ok = True
+        os.set_blocking(stdin.fileno(), False)
+        sink = Sink(stdin, lambda view: os.write(stdin.fileno(), view[:65536]), stdin.close)
     try:
-        while sel.get_map():
-            for key, _ in sel.select():
-                data = os.read(key.fd, 65536)
-                if not data:
-                    sel.unregister(key.fileobj)
-                    continue
-                wanted = inst.attach_stdout if key.data == STDOUT else inst.attach_stderr
-                if wanted and client_ok:
-                    try:
-                        sock.sendall(frame(key.data, data))
-                    except OSError:
-                        client_ok = False  # keep draining: the process must not block
+        Pump(sock, [source(p.stdout, STDOUT, inst.attach_stdout),
+                    source(p.stderr, STDERR, inst.attach_stderr)], sink,
+             pending=ex.buffered_input(), detach_keys=_detach_keys(inst), drain=True,
+             close=False).run()
     finally:
-        sel.close()
         p.stdout.close()
         p.stderr.close()
+        if p.stdin is not None:
+            with contextlib.suppress(OSError):
+                p.stdin.close()
         _finish(inst, proc)
         shut(sock)
 
@@ -314,22 +304,21 @@ def _run_tty(state: ApiState, ex: Exchange, inst: ExecInstance, sock: socket.soc
             raise
     inst.master_fd = master
     _pid_later(inst, proc)
-    if inst.attach_stdin:
-        start_stdin_pump(ex.read_raw, lambda d: _write_all(master, d), lambda: None,
-                         lambda: shut(sock),
-                         parse_detach_keys(inst.detach_keys or DEFAULT_DETACH_KEYS))
+    os.set_blocking(master, False)
+
+    def read() -> bytes | None:
+        try:
+            return os.read(master, 65536) or None
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError:  # EIO: every holder of the pty's other end has gone
+            return None
+
+    sink = Sink(master, lambda view: os.write(master, view[:65536]), lambda: None) \
+        if inst.attach_stdin else None
     try:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: every holder of the pty's other end has gone
-                break
-            if not data:
-                break
-            try:
-                sock.sendall(data)
-            except OSError:
-                pass
+        Pump(sock, [Source(master, read)], sink, pending=ex.buffered_input(),
+             detach_keys=_detach_keys(inst), drain=True, close=False).run()
     finally:
         inst.master_fd = -1
         os.close(master)
@@ -339,8 +328,5 @@ def _run_tty(state: ApiState, ex: Exchange, inst: ExecInstance, sock: socket.soc
         shut(sock)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+def _detach_keys(inst: ExecInstance) -> bytes:
+    return parse_detach_keys(inst.detach_keys or DEFAULT_DETACH_KEYS)

@@ -5,14 +5,17 @@ HTTP after ``101 UPGRADED`` (attach, exec start)."""
 
 from __future__ import annotations
 
+import io
 import json
 import select
 import socket
+import ssl
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from isobox.api.errors import ApiError
+from isobox.api.limits import MAX_JSON_DEPTH, json_depth_exceeds
 
 MAX_JSON_BODY = 4 << 20          # a create or exec body is a few KiB; refuse huge ones
 _TRUE = ("1", "true", "True", "TRUE", "yes")
@@ -119,6 +122,8 @@ class Exchange:
         length = handler.headers.get("Content-Length")
         chunked = "chunked" in handler.headers.get("Transfer-Encoding", "").lower()
         self.bad_length = ""
+        if length and chunked:  # which one frames the body? (request smuggling): refuse
+            self.bad_length = f"{length} with Transfer-Encoding: chunked"
         n: int | None = None
         if length and not chunked:
             try:
@@ -166,7 +171,11 @@ class Exchange:
                                                                        - len(data))):
             data += more
         if len(data) > MAX_JSON_BODY:
+            self.body.done = True  # not drained: the connection closes after the 413
+            self.handler.close_connection = True
             raise ApiError(413, f"request body larger than {MAX_JSON_BODY} bytes")
+        if json_depth_exceeds(data):
+            raise ApiError(400, f"request body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
         if not data.strip():
             if optional:
                 return None
@@ -212,21 +221,31 @@ class Exchange:
 
     def hijack(self, content_type: str) -> socket.socket:
         """Answer ``101 UPGRADED`` and hand over the connection: from here on its bytes
-        are the process's stdin (read through :meth:`read_raw`) and output."""
-        self._start(101, {"Content-Type": content_type, "Connection": "Upgrade",
-                          "Upgrade": "tcp"}, "UPGRADED")
+        are the process's stdin (those already read: :meth:`buffered_input`) and output."""
+        return self.upgrade("UPGRADED", {"Content-Type": content_type, "Connection": "Upgrade",
+                                         "Upgrade": "tcp"})
+
+    def upgrade(self, reason: str, headers: dict[str, str]) -> socket.socket:
+        """Answer ``101`` with ``headers``; the connection stops being HTTP."""
+        self._start(101, headers, reason)
         self.handler.wfile.flush()
         self.hijacked = True
         self.handler.close_connection = True
         sock: socket.socket = self.handler.connection
         return sock
 
-    def read_raw(self, n: int = 65536) -> bytes:
-        """Bytes from a hijacked connection (those the HTTP reader buffered first)."""
+    def buffered_input(self) -> bytes:
+        """After :meth:`hijack`: the client's bytes the HTTP reader had already buffered. The
+        connection is non-blocking from here on (the hijacked stream's pump needs it so)."""
+        sock: socket.socket = self.handler.connection
+        sock.setblocking(False)
+        rfile = cast(io.BufferedReader, self.handler.rfile)
         try:
-            data: bytes = self.handler.rfile.read1(n)
-        except (OSError, ValueError):
+            data = rfile.peek()
+        except (OSError, ValueError):  # nothing buffered, and nothing to read yet
             return b""
+        if data:
+            rfile.read(len(data))
         return data
 
     def client_gone(self, *, eof_is_gone: bool = True) -> bool:
@@ -246,6 +265,9 @@ class Exchange:
             return True
         if not eof_is_gone:
             return False
+        if isinstance(sock, ssl.SSLSocket):
+            # bytes on the wire are TLS records, not data: only the peer's FIN tells
+            return bool(ev & select.POLLRDHUP)
         try:
             return sock.recv(1, socket.MSG_PEEK) == b""
         except OSError:

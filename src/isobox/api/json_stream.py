@@ -9,10 +9,12 @@ write from several threads, hence the lock."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
 from isobox.api.errors import message_of
+from isobox.errors import IsoboxError
 
 if TYPE_CHECKING:
     from isobox.api.http import ChunkedWriter, Exchange
@@ -38,6 +40,8 @@ class JsonStream:
     def error(self, exc: BaseException, code: int | None = None) -> None:
         """The in-band error message for ``exc`` (``code``: an exit status, for a failed
         build step)."""
+        if not isinstance(exc, IsoboxError):
+            logging.getLogger("isobox.api").error("in-band error", exc_info=exc)
         text = message_of(exc)
         detail: dict[str, Any] = {"message": text}
         if code is not None:

@@ -1,5 +1,5 @@
-"""Container endpoints that stream: attach (hijacked), wait, logs, stats, and the archive
-(``docker cp``) endpoints."""
+"""Container endpoints that stream: attach (hijacked or websocket), wait, logs, stats, and
+the archive (``docker cp``) endpoints."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from isobox.api.streams import STDERR, STDOUT, frame, stream_content_type
 from isobox.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
-    from isobox.api.http import Exchange
+    from isobox.api.http import ChunkedWriter, Exchange
     from isobox.api.server import ApiState
+    from isobox.engine.copy import PathStat
 
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 
@@ -24,6 +25,13 @@ def attach(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
     from isobox.api.attach import attach_route
 
     attach_route(state, ex, params["id"])
+
+
+@route("GET", "/containers/{id}/attach/ws")
+def attach_ws(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
+    from isobox.api.websocket import attach_websocket
+
+    attach_websocket(state, ex, params["id"])
 
 
 @route("POST", "/containers/{id}/wait")
@@ -138,17 +146,38 @@ def archive_head(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
             content_type="application/json")
 
 
+class _LateStream:
+    """The response body of ``GET /archive``, opened once the path is pinned (its stat goes
+    in a header)."""
+
+    def __init__(self, ex: Exchange) -> None:
+        self.ex = ex
+        self.out: ChunkedWriter | None = None
+
+    def open(self, st: PathStat) -> None:
+        self.out = self.ex.stream(content_type="application/x-tar", headers={
+            "X-Docker-Container-Path-Stat": path_stat_header(st)})
+
+    def write(self, data: bytes) -> int:
+        assert self.out is not None
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        if self.out is not None:
+            self.out.flush()
+
+
 @route("GET", "/containers/{id}/archive")
 def archive_get(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
-    from isobox.engine.copy import copy_from_container, stat_path
+    from isobox.engine.copy import copy_from_container
 
     path = _archive_path(ex)
+    body = _LateStream(ex)
     with state.engine() as engine:
-        st = stat_path(engine, params["id"], path)
-        out = ex.stream(content_type="application/x-tar",
-                        headers={"X-Docker-Container-Path-Stat": path_stat_header(st)})
-        copy_from_container(engine, params["id"], path, cast(BinaryIO, out), follow=False)
-        out.close()
+        copy_from_container(engine, params["id"], path, cast(BinaryIO, body), follow=False,
+                            before=body.open)
+    assert body.out is not None
+    body.out.close()
 
 
 @route("PUT", "/containers/{id}/archive")

@@ -25,15 +25,19 @@ LIVE = ("running", "paused", "restarting")
 
 @route("POST", "/containers/create")
 def create(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
+    from isobox.api.policy import admit, audit
     from isobox.engine.create import create_container
 
     opts = create_options(ex.json_body(), ex.arg("name"))
+    lifted = admit(opts, state.allow_privileged)
     with state.engine() as engine:
         try:
             image = engine.store.resolve(opts.image)
         except NotFoundError:
             raise NotFoundError(f"No such image: {opts.image}") from None
         row = create_container(engine, opts, image=image)
+    if lifted:
+        audit(row.id, lifted)
     ex.send_json(201, {"Id": row.id, "Warnings": []})
 
 
@@ -231,13 +235,16 @@ def _resource_update(body: Any) -> Any:
 
 @route("POST", "/containers/prune")
 def prune(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
-    from isobox.engine.prune import PruneReport, prune_containers
+    from isobox.engine.prune import (
+        CONTAINER_PRUNE_FILTERS,
+        PruneReport,
+        prune_containers,
+        prune_filters,
+    )
 
-    filters = parse_filters(ex.arg("filters"))
-    if filters:
-        raise ApiError(400, f"filters: {sorted(filters)[0]!r} is not supported by prune")
+    filters = prune_filters(parse_filters(ex.arg("filters")), CONTAINER_PRUNE_FILTERS)
     report = PruneReport()
     with state.engine() as engine:
-        prune_containers(engine, report)
+        prune_containers(engine, report, filters)
     ex.send_json(200, {"ContainersDeleted": report.containers or None,
                        "SpaceReclaimed": report.space_reclaimed})

@@ -83,3 +83,37 @@ def events(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
 @route("POST", "/swarm/leave")
 def swarm_leave(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
     raise ApiError(503, "This node is not part of a swarm")
+
+
+@route("GET", "/system/df")
+def system_df(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
+    """Per-object disk usage; ``type=`` (repeatable) limits what is measured."""
+    from isobox.api.docker_json import container_summary
+    from isobox.engine.disk_usage import TYPES, disk_usage
+    from isobox.engine.volumes import volume_doc
+
+    types = tuple(ex.args("type")) or TYPES
+    for t in types:
+        if t not in TYPES:
+            raise ApiError(400, f"type: unknown disk usage type {t!r} (expected one of "
+                           f"{', '.join(TYPES)})")
+    out: dict[str, object] = {}
+    with state.engine() as engine:
+        du = disk_usage(engine, types)
+        if "images" in types:
+            out["LayersSize"] = du.layers_size
+            out["Images"] = [{"Id": i.id, "ParentId": "", "RepoTags": list(i.tags),
+                              "RepoDigests": list(i.digests), "Created": i.created,
+                              "Size": i.size, "SharedSize": i.shared_size,
+                              "VirtualSize": i.size, "Labels": i.labels,
+                              "Containers": i.containers} for i in du.images]
+        if "containers" in types:
+            out["Containers"] = [{**container_summary(engine, c.row), "SizeRw": c.size_rw,
+                                  "SizeRootFs": c.size_rootfs} for c in du.containers]
+    if "volumes" in types:
+        out["Volumes"] = [{**volume_doc(v.info), "UsageData": {"Size": v.size,
+                                                               "RefCount": v.ref_count}}
+                          for v in du.volumes]
+    if "build-cache" in types:
+        out["BuildCache"] = []  # the classic builder's step cache has no per-entry sizes
+    ex.send_json(200, out)

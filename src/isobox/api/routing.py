@@ -95,7 +95,18 @@ route = ROUTER.route
 def load_routes() -> Router:
     """Import every resource module (each registers its routes on :data:`ROUTER`)."""
     from isobox.api import exec as _exec  # noqa: F401
-    from isobox.api import routes_container_io, routes_containers, routes_system  # noqa: F401
+    from isobox.api import routes_build as _build  # noqa: F401
+    from isobox.api import (  # noqa: F401  # noqa: F401
+        routes_container_io,
+        routes_containers,
+        routes_isobox,
+        routes_isobox_host,
+        routes_system,
+    )
+    from isobox.api import routes_image_io as _image_io  # noqa: F401
+    from isobox.api import routes_images as _images  # noqa: F401
+    from isobox.api import routes_networks as _networks  # noqa: F401
+    from isobox.api import routes_volumes as _volumes  # noqa: F401
 
     return ROUTER
 

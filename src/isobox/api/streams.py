@@ -1,13 +1,13 @@
 """Docker's stream formats: the 8-byte multiplexing header for non-TTY output (stream type,
 three zero bytes, big-endian payload length), detach keys (``ctrl-p,ctrl-q``) spotted in a
-client's stdin, and the stdin half of a hijacked connection."""
+client's stdin. Moving the bytes is :mod:`isobox.api.pump`'s job."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import struct
-import threading
-from collections.abc import Callable
 
 from isobox.api.errors import ApiError
 
@@ -70,33 +70,12 @@ class DetachScanner:
         return bytes(out), False
 
 
-def start_stdin_pump(read: Callable[[], bytes], write: Callable[[bytes], None],
-                     close: Callable[[], None], on_detach: Callable[[], None],
-                     detach_keys: bytes) -> threading.Thread:
-    """A thread copying the client's bytes to the process until EOF (then ``close()``: the
-    process sees the end of its input) or the detach keys (then ``on_detach()``)."""
-    scanner = DetachScanner(detach_keys)
-
-    def run() -> None:
-        try:
-            while data := read():
-                data, detached = scanner.feed(data)
-                if data:
-                    write(data)
-                if detached:
-                    on_detach()
-                    return
-        except OSError:
-            pass
-        close()
-
-    t = threading.Thread(target=run, daemon=True, name="stdin-pump")
-    t.start()
-    return t
-
-
 def shut(sock: socket.socket) -> None:
-    try:
+    """End a connection: TLS's close_notify first (without waiting for the peer's), then
+    both directions of the socket."""
+    if isinstance(sock, ssl.SSLSocket):
+        with contextlib.suppress(OSError, ValueError):
+            sock.setblocking(False)
+            sock.unwrap()
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass

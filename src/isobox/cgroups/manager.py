@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from isobox.cgroups.layout import Hierarchy
 
 _STATE_VERSION = 1
+DESTROY_WAIT = 5.0  # seconds a busy container cgroup is retried by destroy()
 _SIGKILL = 9  # not signal.SIGKILL: importing signal imports enum (start-up time)
 
 
@@ -193,22 +194,23 @@ class CgroupManager:
     def destroy(self) -> None:
         """Remove the directories :meth:`create` made, deepest first; never others.
 
-        The container's own directories are retried on EBUSY for up to 2 s (processes still
-        exiting) and lose their sub-cgroups first (made inside the container). A created
-        parent that is busy holds other cgroups now and is left alone."""
+        The container's own directories are retried on EBUSY for up to 5 s (processes still
+        exiting: a killed init on a loaded 2-core host has been seen to take over 2 s) and lose
+        their sub-cgroups first (made inside the container). A created parent that is busy
+        holds other cgroups now and is left alone."""
         import time
 
         leaves = set(self._dirs.values())
         left: list[str] = []
-        deadline = time.monotonic() + 2.0  # for all directories together
+        deadline = time.monotonic() + DESTROY_WAIT  # for all directories together
         for d in reversed(self._created):
             if not _rmdir(d, d in leaves, deadline):
                 left.append(d)
         self._created = left[::-1]
         busy = [d for d in left if d in leaves]
         if busy:
-            raise SystemSetupError(f"cannot remove cgroup {busy[0]}: still busy after 2 s "
-                                   "(processes left in it?)")
+            raise SystemSetupError(f"cannot remove cgroup {busy[0]}: still busy after "
+                                   f"{DESTROY_WAIT:g} s (processes left in it?)")
 
     # -- resources -----------------------------------------------------------------------
 

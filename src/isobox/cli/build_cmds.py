@@ -66,16 +66,29 @@ def build(obj: CliContext, tags: tuple[str, ...], containerfile: str | None,
               help="Apply a Containerfile instruction (CMD, ENV, …) to the config.")
 @click.option("-m", "--message", help="Commit message.")
 @click.option("-a", "--author", help='Author (e.g. "Jane <jane@example.com>").')
-@click.argument("snapshot_id", metavar="SNAPSHOT")
+@click.argument("snapshot_id", metavar="CONTAINER|SNAPSHOT")
 @click.argument("name", required=False, metavar="[NAME[:TAG]]")
 @pass_ctx
 def commit(obj: CliContext, changes: tuple[str, ...], message: str | None,
            author: str | None, snapshot_id: str, name: str | None) -> None:
-    """Create an image from a snapshot's changes."""
+    """Create an image from a container's (or a snapshot's) changes."""
+    import os
+
+    from isobox.engine.image_commit import commit_container
+    from isobox.engine.layout import Layout
+    from isobox.errors import NotFoundError
     from isobox.images.build.builder import commit_snapshot
     from isobox.images.reference import parse_reference
 
     refs = [parse_reference(name, what="image name")] if name else []
-    rec = commit_snapshot(obj.store, snapshot_id, refs, changes=list(changes),
-                          message=message, author=author)
+    try:
+        if not os.path.exists(Layout.for_root(obj.root).db_path):
+            raise NotFoundError("no containers here")  # a bare image store: make no run dir
+        obj.engine.get(snapshot_id, reconcile=False)
+    except NotFoundError:  # not a container: a snapshot of its own (isobox snapshot …)
+        rec = commit_snapshot(obj.store, snapshot_id, refs, changes=list(changes),
+                              message=message, author=author)
+    else:
+        rec = commit_container(obj.engine, snapshot_id, refs, changes=list(changes),
+                               message=message, author=author)
     _echo(rec.id)

@@ -294,14 +294,6 @@ def exec_(obj: CliContext, detach: bool, interactive: bool, tty: bool, env: tupl
     raise click.exceptions.Exit(code)
 
 
-def _ports_text(row: Any) -> str:
-    out = []
-    for p in (row.network or {}).get("ports") or []:
-        ip = p.get("host_ip") or "0.0.0.0"
-        out.append(f"{ip}:{p['host_port']}->{p['container_port']}/{p['protocol']}")
-    return ", ".join(out)
-
-
 @cli.command()
 @click.option("-a", "--all", "all_", is_flag=True, help="Show all containers.")
 @click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
@@ -314,52 +306,25 @@ def _ports_text(row: Any) -> str:
 def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str,
        no_trunc: bool, last: int, latest: bool) -> None:
     """List containers."""
-    import datetime
-    import json as _json
-
-    from isobox.cli.output import human_ago, print_table
-    from isobox.engine.listing import command_text, list_containers, status_text
-    from isobox.errors import ConfigError
+    from isobox.api.client_types import ContainerSummary, Port
+    from isobox.cli.ps_output import filter_pairs, print_ps
+    from isobox.engine.listing import command_args, list_containers, status_text
 
     engine = obj.engine
-    pairs = []
-    for f in filters:
-        k, sep, v = f.partition("=")
-        if not sep:
-            raise ConfigError("--filter", f"bad format of filter (expected name=value): {f}")
-        pairs.append((k, v))
-    rows = list_containers(engine, all_=all_, last=1 if latest else last, filters=pairs)
-    if quiet:
-        for r in rows:
-            click.echo(r.id if no_trunc else r.id[:12])
-        return
-    if fmt == "json" or fmt == "{{json .}}":
-        for r in rows:
-            created = datetime.datetime.fromtimestamp(r.created, datetime.UTC)
-            click.echo(_json.dumps({
-                "ID": r.id if no_trunc else r.id[:12], "Image": r.image_ref,
-                "Command": command_text(engine, r, not no_trunc), "CreatedAt": str(created),
-                "Status": status_text(engine, r), "State": engine.effective_status(r),
-                "Ports": _ports_text(r), "Names": r.name,
-                "Labels": ",".join(f"{k}={v}" for k, v in
-                                   (r.options.get("labels") or {}).items()),
-                "Networks": str(r.options.get("network") or ""),
-                "Isolation": _isolation(r)}))
-        return
-    if fmt and fmt != "table":
-        raise ConfigError("--format", f"unsupported format {fmt!r} (table or json)")
-    table = []
-    for r in rows:
-        created_text = datetime.datetime.fromtimestamp(r.created, datetime.UTC).isoformat()
-        table.append([r.id if no_trunc else r.id[:12], r.image_ref,
-                      command_text(engine, r, not no_trunc), human_ago(created_text),
-                      status_text(engine, r), _ports_text(r), r.name, _isolation(r)])
-    print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES",
-                 "ISOLATION"], table)
-
-
-def _isolation(row: Any) -> str:
-    return "vm" if row.options.get("isolation") == "vm" else "container"
+    rows = list_containers(engine, all_=all_, last=1 if latest else last,
+                           filters=filter_pairs(filters))
+    print_ps([ContainerSummary(
+        id=r.id, name=r.name, image=r.image_ref, image_id=r.image_id,
+        command=" ".join(command_args(engine, r)) if not quiet else "",
+        created=int(r.created), state=engine.effective_status(r),
+        status=status_text(engine, r) if not quiet else "",
+        ports=tuple(Port(int(p["container_port"]), str(p["protocol"]),
+                         int(p.get("host_port") or 0), str(p.get("host_ip") or ""))
+                    for p in (r.network or {}).get("ports") or []),
+        labels=dict(r.options.get("labels") or {}),
+        network_mode=str(r.options.get("network") or ""),
+        isolation="vm" if r.options.get("isolation") == "vm" else "container")
+        for r in rows], quiet=quiet, fmt=fmt, no_trunc=no_trunc)
 
 
 def _boot(obj: CliContext) -> None:

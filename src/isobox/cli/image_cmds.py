@@ -192,20 +192,10 @@ def image_prune(obj: CliContext, all_: bool, force: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_ctx
 def system_df(obj: CliContext, fmt: str) -> None:
-    """Show disk usage of images, containers and build cache."""
-    du = obj.store.disk_usage()
-    snaps = obj.snapshots.all()
-    containers = [s for s in snaps if obj.store.db.snapshot(s.id) and
-                  (obj.store.db.snapshot(s.id) or {}).get("kind") == "container"]
-    csize = sum(obj.snapshots.size(s.id) for s in containers)
-    rows = [
-        {"Type": "Images", "TotalCount": du["images"], "Active": du["active"],
-         "Size": du["size"], "Reclaimable": du["reclaimable"]},
-        {"Type": "Containers", "TotalCount": len(containers), "Active": len(containers),
-         "Size": csize, "Reclaimable": 0},
-        {"Type": "Build Cache", "TotalCount": du["build_cache"], "Active": 0, "Size": 0,
-         "Reclaimable": 0},
-    ]
+    """Show disk usage of images, containers, volumes and build cache."""
+    from isobox.engine.disk_usage import disk_usage
+
+    rows = disk_usage(obj.engine).summary()
     if fmt == "json":
         print_json(rows)
         return

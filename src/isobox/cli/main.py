@@ -57,7 +57,12 @@ class LazyGroup(click.Group):
             import importlib
 
             importlib.import_module(module)
-        return super().get_command(ctx, cmd_name)
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None and ctx.params.get("host"):
+            from isobox.cli.remote import remote_view
+
+            return remote_view(cmd, cmd_name)  # remote callbacks, or a refusal (exit 125)
+        return cmd
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         _register()
@@ -70,15 +75,24 @@ class LazyGroup(click.Group):
               help="Where isobox keeps images, layers and state.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="warning", show_default=True)
+@click.option("-H", "--host", envvar="ISOBOX_HOST", default="",
+              help="Talk to a remote `isobox serve` (unix:///PATH or tcp://HOST:PORT) instead "
+              "of the local engine.")
+@click.option("--tls-cert", envvar="ISOBOX_TLS_CERT", default="",
+              help="Client certificate for a tcp:// --host.")
+@click.option("--tls-key", envvar="ISOBOX_TLS_KEY", default="", help="Its private key.")
+@click.option("--tls-ca", envvar="ISOBOX_TLS_CA", default="",
+              help="CA that signed the server's certificate.")
 @click.pass_context
-def cli(ctx: click.Context, root: str, log_level: str) -> None:
+def cli(ctx: click.Context, root: str, log_level: str, host: str, tls_cert: str, tls_key: str,
+        tls_ca: str) -> None:
     """Run isolated workloads as containers or virtual machines."""
     if log_level != "warning":  # logging costs ~10 ms to import; the default needs none of it
         import logging
 
         logging.basicConfig(level=log_level.upper(),
                             format="isobox: %(levelname)s: %(message)s")
-    obj = CliContext(os.path.abspath(root))
+    obj = CliContext(os.path.abspath(root), host=host, tls=(tls_cert, tls_key, tls_ca))
     ctx.obj = obj
     ctx.call_on_close(obj.close)
 
@@ -99,16 +113,36 @@ def version() -> None:
               help="Unix socket to listen on (mode 0660, group --group).")
 @click.option("--group", default="isobox", show_default=True,
               help="Group owning the socket (created if missing).")
+@click.option("--tcp", metavar="ADDR", help="Also listen on TCP (HOST:PORT), only with mutual "
+              "TLS: needs --tls-cert, --tls-key and --tls-ca.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="Server certificate (PEM).")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="Server private key (PEM).")
+@click.option("--tls-ca", type=click.Path(dir_okay=False),
+              help="CA that signs the client certificates (PEM).")
+@click.option("--allow-privileged", is_flag=True,
+              help="Let API clients create containers beyond the default confinement "
+              "(Privileged, CapAdd ALL/SYS_ADMIN/…, seccomp=unconfined, Devices); logged.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              metavar="SECONDS", help="Drop a connection whose request head takes longer, or "
+              "that sits idle between requests that long (0: never).")
 @click.pass_obj
-def serve(obj: CliContext, socket_path: str, group: str) -> None:
-    """Serve the Docker-Engine-compatible API (docker CLI, docker-py) on a unix socket."""
+def serve(obj: CliContext, socket_path: str, group: str, tcp: str | None,
+          tls_cert: str | None, tls_key: str | None, tls_ca: str | None,
+          allow_privileged: bool, idle_timeout: float) -> None:
+    """Serve the Docker-Engine-compatible API (docker CLI, docker-py) on a unix socket, and
+    on TCP with mutual TLS."""
     import logging
 
     from isobox.api.server import serve as run_server
+    from isobox.api.tls import tls_listen
 
+    if tcp is None and (tls_cert or tls_key or tls_ca):
+        raise click.UsageError("--tls-cert, --tls-key and --tls-ca go with --tcp")
+    listen = tls_listen(tcp, tls_cert, tls_key, tls_ca) if tcp is not None else None
     # INFO unless --log-level configured logging already (then basicConfig does nothing)
     logging.basicConfig(level=logging.INFO, format="isobox serve: %(levelname)s: %(message)s")
-    run_server(obj.root, socket_path, group)
+    run_server(obj.root, socket_path, group, tcp=listen, allow_privileged=allow_privileged,
+               idle_timeout=idle_timeout)
 
 
 def _register() -> None:

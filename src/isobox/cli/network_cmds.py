@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
-from typing import Any
 
 import click
 
 from isobox.cli.context import CliContext
 from isobox.cli.main import cli
 from isobox.cli.output import for_each, print_json, print_table
-from isobox.errors import IsoboxError
 
 pass_ctx = click.make_pass_decorator(CliContext)
 
@@ -19,25 +16,6 @@ pass_ctx = click.make_pass_decorator(CliContext)
 @cli.group()
 def network() -> None:
     """Manage networks."""
-
-
-def _docker_shape(info: Any) -> dict[str, Any]:
-    d = asdict(info)
-    return {
-        "Name": d["name"], "Id": d["id"], "Created": d["created"], "Scope": d["scope"],
-        "Driver": {"bridge": "bridge", "host": "host"}.get(d["driver"], "null"),
-        "EnableIPv6": False,
-        "IPAM": {"Driver": "default", "Options": {},
-                 "Config": [{"Subnet": d["subnet"], "Gateway": d["gateway"]}]
-                 if d["subnet"] else []},
-        "Internal": d["internal"], "Attachable": False, "Ingress": False,
-        "Containers": {cid: {"Name": ep["name"], "MacAddress": ep["mac"],
-                             "IPv4Address": f"{ep['ip']}/{ep['prefixlen']}",
-                             "IPv6Address": ""}
-                       for cid, ep in (d.get("containers") or {}).items()},
-        "Options": {"com.docker.network.bridge.name": d["bridge"]} if d["bridge"] else {},
-        "Labels": d["labels"],
-    }
 
 
 @network.command(name="create")
@@ -51,12 +29,11 @@ def _docker_shape(info: Any) -> dict[str, Any]:
 def network_create(obj: CliContext, driver: str, subnet: str, gateway: str, internal: bool,
                    label: tuple[str, ...], name: str) -> None:
     """Create a network."""
+    from isobox.engine.networks import create_network
     from isobox.engine.parse import parse_labels
 
-    info = obj.engine.networks.create(name, subnet=subnet, gateway=gateway,
-                                      internal=internal, labels=parse_labels(label),
-                                      driver=driver)
-    obj.engine.db.add_event("network", "create", info.id, {"name": name, "type": driver})
+    info = create_network(obj.engine, name, subnet=subnet, gateway=gateway,
+                          internal=internal, labels=parse_labels(label), driver=driver)
     click.echo(info.id)
 
 
@@ -64,10 +41,16 @@ def network_create(obj: CliContext, driver: str, subnet: str, gateway: str, inte
 @click.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
 @click.option("--format", "fmt", default="", help="table or json.")
 @click.option("--no-trunc", is_flag=True)
+@click.option("-f", "--filter", "filters", multiple=True,
+              help="driver, id, label, name, scope, type=custom|builtin, dangling=true|false")
 @pass_ctx
-def network_ls(obj: CliContext, quiet: bool, fmt: str, no_trunc: bool) -> None:
+def network_ls(obj: CliContext, quiet: bool, fmt: str, no_trunc: bool,
+               filters: tuple[str, ...]) -> None:
     """List networks."""
-    nets = obj.engine.networks.list()
+    from isobox.engine import filters as flt
+    from isobox.engine.networks import LIST_FILTERS, docker_driver, list_networks
+
+    nets = list_networks(obj.engine, flt.group(filters, LIST_FILTERS))
     if quiet:
         for n in nets:
             click.echo(n.id if no_trunc else n.id[:12])
@@ -78,8 +61,7 @@ def network_ls(obj: CliContext, quiet: bool, fmt: str, no_trunc: bool) -> None:
                                    "Scope": n.scope}))
         return
     print_table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
-                [[n.id if no_trunc else n.id[:12], n.name,
-                  {"bridge": "bridge", "host": "host"}.get(n.driver, "null"), n.scope]
+                [[n.id if no_trunc else n.id[:12], n.name, docker_driver(n), n.scope]
                  for n in nets])
 
 
@@ -88,7 +70,9 @@ def network_ls(obj: CliContext, quiet: bool, fmt: str, no_trunc: bool) -> None:
 @pass_ctx
 def network_inspect(obj: CliContext, networks: tuple[str, ...]) -> None:
     """Display detailed information on one or more networks."""
-    print_json([_docker_shape(obj.engine.networks.inspect(n)) for n in networks])
+    from isobox.engine.networks import network_doc
+
+    print_json([network_doc(obj.engine.networks.inspect(n)) for n in networks])
 
 
 @network.command(name="rm")
@@ -96,14 +80,9 @@ def network_inspect(obj: CliContext, networks: tuple[str, ...]) -> None:
 @pass_ctx
 def network_rm(obj: CliContext, networks: tuple[str, ...]) -> None:
     """Remove one or more networks."""
-    engine = obj.engine
+    from isobox.engine.networks import remove_network
 
-    def remove(name: str) -> None:
-        info = engine.networks.inspect(name)
-        engine.networks.remove(name)
-        engine.db.add_event("network", "destroy", info.id, {"name": info.name})
-
-    if for_each(networks, remove):
+    if for_each(networks, lambda name: remove_network(obj.engine, name)):
         raise click.exceptions.Exit(1)
 
 
@@ -135,19 +114,23 @@ def network_disconnect(obj: CliContext, force: bool, network_name: str,
 
 @network.command(name="prune")
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.option("--filter", "filters", multiple=True, help="until=…, label=…, label!=…")
 @pass_ctx
-def network_prune(obj: CliContext, force: bool) -> None:
+def network_prune(obj: CliContext, force: bool, filters: tuple[str, ...]) -> None:
     """Remove all unused user-defined networks."""
-    removed = []
-    for n in obj.engine.networks.list():
-        if n.predefined or n.containers:
-            continue
-        try:
-            obj.engine.networks.remove(n.name)
-            removed.append(n.name)
-        except IsoboxError:
-            continue
-    if removed:
+    from isobox.engine import filters as flt
+    from isobox.engine.prune import (
+        NETWORK_PRUNE_FILTERS,
+        PruneReport,
+        prune_filters,
+        prune_networks,
+    )
+
+    report = PruneReport()
+    prune_networks(obj.engine, report,
+                   prune_filters(flt.group(filters, NETWORK_PRUNE_FILTERS),
+                                 NETWORK_PRUNE_FILTERS))
+    if report.networks:
         click.echo("Deleted Networks:")
-        for name in removed:
+        for name in report.networks:
             click.echo(name)

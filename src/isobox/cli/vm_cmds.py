@@ -7,6 +7,7 @@ import os
 import select
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -14,6 +15,9 @@ from isobox.cli.context import CliContext
 from isobox.cli.main import cli
 from isobox.cli.output import for_each, print_json, print_table
 from isobox.errors import ConflictError
+
+if TYPE_CHECKING:
+    from isobox.api.client_types import VMSummary
 
 pass_ctx = click.make_pass_decorator(CliContext)
 DETACH_KEY = b"\x1d"  # ctrl-]
@@ -124,23 +128,23 @@ def rm_cmd(ctx: CliContext, names: tuple[str, ...], force: bool) -> None:
 @pass_ctx
 def ls_cmd(ctx: CliContext, quiet: bool) -> None:
     """List system VMs."""
-    from isobox.engine.system_vm import DEFAULT_MEMORY, MIB, list_system_vms
+    from isobox.api.client_types import VMSummary
+    from isobox.engine.system_vm import list_system_vms, vm_summary
 
-    rows = []
-    for r in list_system_vms(ctx.engine):
-        if quiet:
-            click.echo(r.id[:12])
-            continue
-        res = r.options.get("resources") or {}
-        info = r.options.get("system_vm") or {}
-        saved = r.options.get("saved_state")
-        status = f"saved ({saved['file']})" if saved and r.status == "exited" else r.status
-        rows.append([r.id[:12], r.name, status,
-                     str(int(res.get("nano_cpus") or 1e9) // 1_000_000_000),
-                     f"{int(res.get('memory') or DEFAULT_MEMORY) // MIB}MiB",
-                     info.get("image") or info.get("disk") or ""])
-    if not quiet:
-        print_table(["VM ID", "NAME", "STATE", "CPUS", "MEMORY", "IMAGE/DISK"], rows)
+    print_vm_table([VMSummary.from_json(vm_summary(r)) for r in list_system_vms(ctx.engine)],
+                   quiet)
+
+
+def print_vm_table(vms: list[VMSummary], quiet: bool) -> None:
+    """``vm ls`` output, local or remote (``--host``)."""
+    if quiet:
+        for v in vms:
+            click.echo(v.id[:12])
+        return
+    print_table(["VM ID", "NAME", "STATE", "CPUS", "MEMORY", "IMAGE/DISK"], [
+        [v.id[:12], v.name,
+         f"saved ({v.saved_file})" if v.saved_file and v.state == "exited" else v.state,
+         str(v.cpus), f"{v.memory >> 20}MiB", v.image or v.disk] for v in vms])
 
 
 @vm.command("inspect")

@@ -29,6 +29,7 @@ def volume_create(obj: CliContext, driver: str, label: tuple[str, ...], opt: tup
                   name: str) -> None:
     """Create a volume."""
     from isobox.engine.parse import parse_labels
+    from isobox.engine.volume_admin import create_volume
 
     options = {}
     for o in opt:
@@ -36,32 +37,23 @@ def volume_create(obj: CliContext, driver: str, label: tuple[str, ...], opt: tup
         if not sep:
             raise ConfigError("--opt", f"invalid option '{o}': expected key=value")
         options[k] = v
-    info = obj.engine.volumes.create(name, labels=parse_labels(label), driver=driver,
-                                     options=options)
-    obj.engine.db.add_event("volume", "create", info.name, {"driver": driver})
+    info = create_volume(obj.engine, name, labels=parse_labels(label), driver=driver,
+                         options=options)
     click.echo(info.name)
 
 
 @volume.command(name="ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only display volume names.")
 @click.option("--format", "fmt", default="", help="table or json.")
-@click.option("-f", "--filter", "filters", multiple=True, help="dangling=true|false, name=…")
+@click.option("-f", "--filter", "filters", multiple=True,
+              help="dangling=true|false, driver=…, label=…, name=…")
 @pass_ctx
 def volume_ls(obj: CliContext, quiet: bool, fmt: str, filters: tuple[str, ...]) -> None:
     """List volumes."""
-    from isobox.engine.volume_use import volume_users
+    from isobox.engine import filters as flt
+    from isobox.engine.volume_admin import LIST_FILTERS, list_volumes
 
-    vols = obj.engine.volumes.list()
-    users = volume_users(obj.engine)
-    for f in filters:
-        k, _, value = f.partition("=")
-        if k == "dangling":
-            want = value.lower() in ("true", "1")
-            vols = [x for x in vols if (x.name not in users) == want]
-        elif k == "name":
-            vols = [x for x in vols if value in x.name]
-        else:
-            raise ConfigError("--filter", f"invalid filter '{k}'")
+    vols = list_volumes(obj.engine, flt.group(filters, LIST_FILTERS))
     if quiet:
         for v in vols:
             click.echo(v.name)
@@ -88,32 +80,35 @@ def volume_inspect(obj: CliContext, names: tuple[str, ...]) -> None:
 @pass_ctx
 def volume_rm(obj: CliContext, force: bool, names: tuple[str, ...]) -> None:
     """Remove one or more volumes."""
-    from isobox.engine.volume_use import volume_users
+    from isobox.engine.volume_admin import remove_volume
 
-    engine = obj.engine
-    users = volume_users(engine)
-
-    def remove(name: str) -> None:
-        engine.volumes.remove(name, force=force, in_use_by=users.get(name))
-        engine.db.add_event("volume", "destroy", name, {})
-
-    if for_each(names, remove):
+    if for_each(names, lambda name: remove_volume(obj.engine, name, force=force)):
         raise click.exceptions.Exit(1)
 
 
 @volume.command(name="prune")
 @click.option("-a", "--all", "all_", is_flag=True, help="Remove named volumes too.")
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.option("--filter", "filters", multiple=True, help="label=…, label!=…")
 @pass_ctx
-def volume_prune(obj: CliContext, all_: bool, force: bool) -> None:
+def volume_prune(obj: CliContext, all_: bool, force: bool, filters: tuple[str, ...]) -> None:
     """Remove unused volumes (anonymous ones only, unless -a)."""
-    from isobox.engine.volume_use import volume_users
+    from isobox.engine import filters as flt
+    from isobox.engine.prune import (
+        VOLUME_PRUNE_FILTERS,
+        PruneReport,
+        prune_filters,
+        prune_volumes,
+    )
 
-    removed, size = obj.engine.volumes.prune(set(volume_users(obj.engine)),
-                                             anonymous_only=not all_)
-    if removed:
+    grouped = flt.group(filters, VOLUME_PRUNE_FILTERS)
+    if all_:
+        grouped["all"] = ["true"]
+    report = PruneReport()
+    prune_volumes(obj.engine, report, prune_filters(grouped, VOLUME_PRUNE_FILTERS))
+    if report.volumes:
         click.echo("Deleted Volumes:")
-        for n in removed:
+        for n in report.volumes:
             click.echo(n)
         click.echo("")
-    click.echo(f"Total reclaimed space: {human_size(size)}")
+    click.echo(f"Total reclaimed space: {human_size(report.space_reclaimed)}")

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from isobox.engine.seccomp_profile import default_profile
@@ -100,8 +101,12 @@ def step_config(step: RunStep) -> dict[str, Any]:
 class RuntimeStepRunner:
     """:class:`isobox.images.build.run_step.StepRunner` backed by ``isobox-runtime run``."""
 
-    def __init__(self, store_root: str, runtime: list[str] | None = None) -> None:
+    def __init__(self, store_root: str, runtime: list[str] | None = None,
+                 output: Callable[[bytes], None] | None = None) -> None:
+        """``output``: receives the steps' stdout and stderr (merged) instead of this
+        process's own streams (the API streams them to its client)."""
         self.store_root = store_root
+        self.output = output
         self.state_root = os.path.join(store_root, "build-runtime")
         self.bundle_root = os.path.join(store_root, "build-bundles")
         for d in (self.state_root, self.bundle_root):
@@ -119,13 +124,18 @@ class RuntimeStepRunner:
                 json.dump(step_config(step), f)
             sys.stdout.flush()
             sys.stderr.flush()
-            out = subprocess.DEVNULL if step.quiet else None
+            piped = self.output is not None and not step.quiet
+            out: int | None = subprocess.DEVNULL if step.quiet else None
             try:
                 proc = subprocess.Popen(self._rt("run", "--bundle", bundle, cid),
-                                        stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+                                        stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE if piped else out,
+                                        stderr=subprocess.STDOUT if piped else out)
             except OSError as e:
                 raise SystemSetupError(f"cannot start {self.runtime[0]}: {e.strerror}") from None
             try:
+                if piped:
+                    self._relay(proc)
                 code = proc.wait()
             except BaseException:  # Ctrl-C, or our caller being torn down
                 self._stop(proc, cid)
@@ -134,6 +144,13 @@ class RuntimeStepRunner:
         finally:
             self._delete(cid)
             shutil.rmtree(bundle, ignore_errors=True)
+
+    def _relay(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None and self.output is not None
+        fd = proc.stdout.fileno()
+        with proc.stdout:
+            while data := os.read(fd, 65536):
+                self.output(data)
 
     def _stop(self, proc: subprocess.Popen[bytes], cid: str) -> None:
         try:

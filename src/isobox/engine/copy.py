@@ -5,8 +5,9 @@ Security (catalogue cases 48-50): every container path is resolved by
 symlinks and ``/proc/1/root`` stay inside it; the archive is then read or written relative to
 fds pinned there (a symlink swapped in later is refused by ``O_NOFOLLOW`` or resolved inside
 the pinned directory). Writing into a container goes through the layer unpacker
-(``images.unpack``: no ``tarfile.extract``, devices skipped); reading builds the tar with the
-layer writer's fd walk, which stores symlinks as symlinks.
+(``images.unpack``: no ``tarfile.extract``, devices skipped, ``.wh.`` names kept as
+plain files as Docker's cp does, never deleting what the destination holds); reading builds
+the tar with the layer writer's fd walk, which stores symlinks as symlinks.
 
 Limits: the copy works on the container's root filesystem as the host sees it (the overlay),
 not on volumes or bind mounts mounted inside the container.
@@ -20,7 +21,7 @@ import posixpath
 import stat
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -207,14 +208,20 @@ def _archive_name(path: str, rename: str | None) -> str:
 
 def copy_from_container(engine: Engine, ref: str, path: str, out: BinaryIO, *,
                         follow: bool = False, rename: str | None = None,
-                        owner: tuple[int, int] | None = None) -> PathStat:
+                        owner: tuple[int, int] | None = None,
+                        before: Callable[[PathStat], None] | None = None) -> PathStat:
     """Write ``path`` of the container to ``out`` as a tar stream (``docker cp C:path -``).
 
     The top entry is the path's base name (``rename`` overrides it; ``""`` or a path
-    ending ``/.`` puts a directory's contents at the top). ``owner`` overrides ownership."""
+    ending ``/.`` puts a directory's contents at the top). ``owner`` overrides ownership.
+    ``before(stat)`` runs once the path is resolved and pinned, before the first byte: what
+    it reports (``GET /archive``'s stat header) is what is archived, even if the container
+    swaps the path meanwhile (case 49)."""
     if (vm := _vm(engine, ref)) is not None:
-        from isobox.engine.vm_copy import vm_copy_from
+        from isobox.engine.vm_copy import vm_copy_from, vm_stat
 
+        if before is not None:
+            before(vm_stat(engine, vm, path))
         return vm_copy_from(engine, vm, path, out, follow=follow,
                             arcname=_archive_name(path, rename), owner=owner)
     with container_root(engine, ref) as (row, rootfd):
@@ -230,6 +237,9 @@ def copy_from_container(engine: Engine, ref: str, path: str, out: BinaryIO, *,
                 raise ConfigError(path, "not a directory")
             arcname = _archive_name(path, rename)
             target = os.readlink("", dir_fd=efd) if stat.S_ISLNK(st.st_mode) else ""
+            pst = PathStat(name, st.st_size, st.st_mode, st.st_mtime, target)
+            if before is not None:
+                before(pst)
             tf = open_tar_writer(out)
             if stat.S_ISDIR(st.st_mode):  # walked from its own fd, pinned in the root
                 _tar_entry(tf, efd, ".", arcname, owner=owner)
@@ -238,7 +248,7 @@ def copy_from_container(engine: Engine, ref: str, path: str, out: BinaryIO, *,
             else:  # a symlink followed inside the root: read through the pinned inode
                 _tar_file(tf, efd, st, arcname or name, owner)
             tf.close()
-            return PathStat(name, st.st_size, st.st_mode, st.st_mtime, target)
+            return pst
         finally:
             os.close(efd)
             os.close(pfd)
@@ -300,7 +310,7 @@ def copy_to_container(engine: Engine, ref: str, path: str, stream: BinaryIO) -> 
 def _unpack(stream: BinaryIO, dirfd: int) -> None:
     from isobox.images.unpack import unpack_layer
 
-    unpack_layer(stream, dirfd, whiteouts="apply", allow_devices=False)
+    unpack_layer(stream, dirfd, whiteouts="plain", allow_devices=False)
 
 
 # ------------------------------------------------------------------------------ host side
@@ -382,7 +392,7 @@ def copy_out(engine: Engine, ref: str, src: str, dest: str, *, follow: bool = Fa
     try:
         from isobox.images.unpack import unpack_layer
 
-        unpack_layer(producer.reader, where, whiteouts="apply", allow_devices=False)
+        unpack_layer(producer.reader, where, whiteouts="plain", allow_devices=False)
     finally:
         producer.finish()
 

@@ -14,7 +14,7 @@ from isobox.errors import ConfigError
 if TYPE_CHECKING:
     from isobox.engine.engine import Engine
 
-FILTER_KEYS = ("type", "event", "container", "image", "label")
+FILTER_KEYS = ("type", "event", "container", "image", "label", "network", "volume")
 
 
 def parse_filters(texts: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
@@ -53,10 +53,28 @@ def matches(ev: Event, filters: dict[str, list[str]]) -> bool:
         "event": lambda v: ev.action == v or ev.action.split(":", 1)[0] == v,
         "container": lambda v: ev.type == "container" and (
             ev.actor.startswith(v) or attrs.get("name") == v),
-        "image": lambda v: attrs.get("image") == v,
+        "image": lambda v: _image(ev, v),
         "label": lambda v: _label(attrs, v),
+        "network": lambda v: ev.type == "network" and v in (ev.actor, attrs.get("name")),
+        "volume": lambda v: ev.type == "volume" and ev.actor == v,
     }
     return all(any(checks[k](v) for v in vals) for k, vals in filters.items())
+
+
+def _image(ev: Event, wanted: str) -> bool:
+    """dockerd's matchImage: the image's id or name (``image`` attribute of a container's
+    event, ``name`` of an image's), exactly or without its tag (``busybox`` matches
+    ``busybox:latest``)."""
+    name = ev.attributes.get("name" if ev.type == "image" else "image", "")
+    candidates = {ev.actor, name, _strip_tag(ev.actor), _strip_tag(name)}
+    return wanted in candidates - {""}
+
+
+def _strip_tag(ref: str) -> str:
+    if "@" in ref:
+        return ref.split("@", 1)[0]
+    repo, sep, tag = ref.rpartition(":")
+    return repo if sep and "/" not in tag else ref
 
 
 def _label(attrs: dict[str, str], text: str) -> bool:

@@ -74,13 +74,6 @@ def command_args(engine: Engine, row: ContainerRow) -> list[str]:
         return [str(a) for a in row.options.get("command") or []]
 
 
-def command_text(engine: Engine, row: ContainerRow, trunc: bool) -> str:
-    text = " ".join(command_args(engine, row))
-    if trunc and len(text) > 20:
-        text = text[:19] + "…"
-    return f'"{text}"'
-
-
 def _label_match(row: ContainerRow, text: str) -> bool:
     labels = row.options.get("labels") or {}
     key, sep, value = text.partition("=")

@@ -9,10 +9,13 @@ if TYPE_CHECKING:
 
 
 def volume_users(engine: Engine) -> dict[str, list[str]]:
-    """Volume name -> ids of the containers (in any state) that mount it."""
+    """Volume name -> ids of the containers (in any state) that mount it (anonymous volumes
+    count from the moment they are made, before the mounts are resolved)."""
     users: dict[str, list[str]] = {}
     for row in engine.db.all():
-        for m in row.options.get("mounts_resolved") or []:
-            if m.get("type") == "volume" and m.get("source"):
-                users.setdefault(str(m["source"]), []).append(row.id)
+        names = [str(m["source"]) for m in row.options.get("mounts_resolved") or []
+                 if m.get("type") == "volume" and m.get("source")]
+        names += [str(v) for v in row.options.get("anonymous_volumes") or []]
+        for name in dict.fromkeys(names):
+            users.setdefault(name, []).append(row.id)
     return users

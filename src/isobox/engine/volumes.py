@@ -19,7 +19,7 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +52,13 @@ class VolumeInfo:
         return ANONYMOUS_LABEL in self.labels
 
 
+def volume_doc(v: VolumeInfo) -> dict[str, Any]:
+    """Docker's ``Volume`` JSON (``volume inspect``, ``GET /volumes``)."""
+    return {"CreatedAt": v.created_at, "Driver": v.driver, "Labels": dict(v.labels),
+            "Mountpoint": v.mountpoint, "Name": v.name, "Options": dict(v.options),
+            "Scope": "local"}
+
+
 def _check_name(name: str) -> None:
     if len(name) < 2:
         raise ConfigError("", f"create {name}: volume name is too short, names should be at "
@@ -62,7 +69,7 @@ def _check_name(name: str) -> None:
                           "If you intended to pass a host directory, use absolute path")
 
 
-def _tree_size(path: str) -> int:
+def tree_size(path: str) -> int:
     """Bytes of the files below ``path`` (hard links counted once; symlinks not followed)."""
     seen: set[tuple[int, int]] = set()
     total = 0
@@ -183,10 +190,7 @@ class VolumeStore:
 
     def inspect(self, name: str) -> dict[str, Any]:
         """Docker's ``VolumeInspect`` shape."""
-        v = self.get(name)
-        return {"CreatedAt": v.created_at, "Driver": v.driver, "Labels": dict(v.labels),
-                "Mountpoint": v.mountpoint, "Name": v.name, "Options": dict(v.options),
-                "Scope": "local"}
+        return volume_doc(self.get(name))
 
     def remove(self, name: str, force: bool = False,
                in_use_by: builtins.list[str] | None = None
@@ -226,10 +230,12 @@ class VolumeStore:
             os.rename(vol, trash)
         shutil.rmtree(trash, ignore_errors=True)
 
-    def prune(self, in_use: set[str], *, anonymous_only: bool = False
+    def prune(self, in_use: set[str], *, anonymous_only: bool = False,
+              select: Callable[[VolumeInfo], bool] | None = None
               ) -> tuple[builtins.list[str], int]:
         """Remove every volume not in ``in_use`` (only anonymous ones with
-        ``anonymous_only``, Docker 23's default); returns (names, bytes reclaimed)."""
+        ``anonymous_only``, Docker 23's default; only those ``select`` accepts, when given);
+        returns (names, bytes reclaimed)."""
         removed: builtins.list[str] = []
         reclaimed = 0
         with locked_file(self._lock_path):
@@ -237,7 +243,9 @@ class VolumeStore:
             for v in self.list():
                 if v.name in in_use or (anonymous_only and not v.anonymous):
                     continue
-                reclaimed += _tree_size(v.mountpoint)
+                if select is not None and not select(v):
+                    continue
+                reclaimed += tree_size(v.mountpoint)
                 self._remove_locked(v.name)
                 removed.append(v.name)
         return removed, reclaimed

@@ -490,6 +490,7 @@ class _Extractor:
         self.rootfd = rootfd
         self.src = src
         self.overlay = whiteouts == "overlay"
+        self.plain = whiteouts == "plain"
         self.limits = limits
         self.allow_devices = allow_devices
         self.privileged = os.geteuid() == 0
@@ -538,7 +539,7 @@ class _Extractor:
             self._dir_meta(self.rootfd, ".", ti, "")
             return
         base = comps[-1]
-        if base.startswith(WHITEOUT) and not ti.isdir():
+        if base.startswith(WHITEOUT) and not ti.isdir() and not self.plain:
             self._whiteout(comps, name)
             return
         pfd = self.parent(comps[:-1])
@@ -810,7 +811,7 @@ def _check_end(tf: tarfile.TarFile, src: _Source, last: str) -> None:
 
 
 def unpack_layer(stream: BinaryIO, dest_dir: str | int, *,
-                 whiteouts: Literal["overlay", "apply"] = "overlay",
+                 whiteouts: Literal["overlay", "apply", "plain"] = "overlay",
                  limits: UnpackLimits = UnpackLimits(),
                  expected_diff_id: str | None = None,
                  allow_devices: bool = True) -> UnpackResult:
@@ -819,8 +820,10 @@ def unpack_layer(stream: BinaryIO, dest_dir: str | int, *,
 
     ``whiteouts="overlay"`` keeps OCI whiteouts as overlayfs wants them in a lower dir
     (char 0:0, ``trusted.overlay.opaque``); ``"apply"`` deletes what they hide in
-    ``dest_dir``. Raises InvalidArchiveError naming the entry, or VerificationError when
-    the diffID differs from ``expected_diff_id``."""
+    ``dest_dir``; ``"plain"`` makes them ordinary files (``cp``: an archive, not a layer,
+    so a ``.wh..wh..opq`` in it never deletes what the destination holds). Raises
+    InvalidArchiveError naming the entry, or VerificationError when the diffID differs from
+    ``expected_diff_id``."""
     header_limit = max(BLOCK, -(-limits.max_pax_bytes // BLOCK) * BLOCK)
     if isinstance(dest_dir, int):
         rootfd = os.open(".", O_DIRPATH | os.O_CLOEXEC, dir_fd=dest_dir)

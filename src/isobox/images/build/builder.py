@@ -59,9 +59,10 @@ LAYER_KINDS = ("RUN", "COPY", "ADD", "WORKDIR")
 class BuildStepError(ImageError):
     """A RUN step exited non-zero; ``status`` is its exit status."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, command: list[str] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.command = list(command or [])
 
 
 @dataclass
@@ -74,6 +75,7 @@ class BuildOptions:
     no_cache: bool = False
     quiet: bool = False
     platform: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # LABELs added to the final stage
 
 
 @dataclass
@@ -135,7 +137,8 @@ class Builder:
         self.proxy_args = dict(cf.proxy_args)
         matcher = load_dockerignore(context_dir, cf_path)
         source = bctx.SourceRoot(context_dir, matcher)
-        total = sum(1 + len(s.instructions) for s in stages)
+        labels = _label_instruction(opts.labels)
+        total = sum(1 + len(s.instructions) for s in stages) + (1 if labels else 0)
         self.cached = self.executed = 0
         results: dict[int, _StageState] = {}
         n = 0
@@ -144,7 +147,8 @@ class Builder:
             self.out(f"STEP {n}/{total}: FROM {stage.base}"
                      + (f" AS {stage.name}" if stage.name else ""))
             st = self._from(stage, results, bases, platform)
-            for instr in stage.instructions:
+            extra = [labels] if labels is not None and stage is stages[-1] else []
+            for instr in [*stage.instructions, *extra]:
                 n += 1
                 self.out(f"STEP {n}/{total}: {instr.original}")
                 st = self._step(st, stage, instr, n, cf, source, results, opts)
@@ -313,7 +317,7 @@ class Builder:
         code = self.runner.run(step)
         if code != 0:
             raise BuildStepError(f'build step {n} "{instr.original}" failed: exit status {code}',
-                                 code)
+                                 code, step.args)
 
     def _copy(self, snap: Snapshot, instr: Instruction, inner: dict[str, Any], workdir: str,
               copy_src: bctx.SourceRoot | None, from_image: ImageRecord | None,
@@ -336,6 +340,16 @@ class Builder:
             bctx.copy_into(root, srcs, dest, snap.rootfs, workdir, opts, what)
         finally:
             self.snaps.remove(src_snap.id)
+
+
+def _label_instruction(labels: dict[str, str]) -> Instruction | None:
+    """``--label`` (Docker's build ``labels``) as one more LABEL step of the final stage,
+    as the classic builder does."""
+    if not labels:
+        return None
+    text = " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in sorted(labels.items()))
+    return Instruction("LABEL", tuple(f"{k}={v}" for k, v in sorted(labels.items())), {}, 0,
+                       f"LABEL {text}")
 
 
 def _mkdir_in(rootfs: str, path: str) -> None:
@@ -394,9 +408,11 @@ def _image_with_layer(store: ImageStore, base: ImageRecord | None, config: dict[
 @adds_content
 def commit_snapshot(store: ImageStore, snap_id: str, refs: list[Reference] | tuple[()] = (),
                     *, changes: list[str] | tuple[str, ...] = (), message: str | None = None,
-                    author: str | None = None) -> ImageRecord:
+                    author: str | None = None,
+                    run_config: dict[str, Any] | None = None) -> ImageRecord:
     """``isobox commit``: the snapshot's changes as a new layer on its image, with ``-c``
-    instructions applied to the config (``docker commit``)."""
+    instructions applied to the config (``docker commit``). ``run_config`` replaces the base
+    image's run config (Cmd, Env, …): a committed container keeps its own, as Docker's."""
     from isobox.images.commit import image_with_layer, snapshot_layer
     from isobox.images.rootfs_import import apply_changes
 
@@ -404,7 +420,8 @@ def commit_snapshot(store: ImageStore, snap_id: str, refs: list[Reference] | tup
     snap = snaps.get(snap_id)
     base = store.get(snap.image_id) if snap.image_id else None
     config = _strip(base.config.raw) if base else new_scratch_config(default_platform())
-    config["config"] = apply_changes(config.get("config") or {}, changes)
+    inner = run_config if run_config is not None else config.get("config") or {}
+    config["config"] = apply_changes(inner, changes)
     created = now_rfc3339()
     config["created"] = created
     for key, value in (("author", author), ("comment", message)):

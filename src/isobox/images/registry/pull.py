@@ -350,10 +350,12 @@ def fetch_document(store: ImageStore, client: RegistryClient, repo: str,
 @adds_content
 def pull_image(store: ImageStore, reference: str | Reference, *,
                options: RegistryOptions | None = None, platform: oci.Platform | None = None,
-               progress: Progress | None = None) -> ImageRecord:
+               progress: Progress | None = None,
+               credentials: tuple[str, str] | None = None) -> ImageRecord:
+    """``credentials`` (user, password) replace the stored ones (the API's X-Registry-Auth)."""
     ref = parse_reference(reference) if isinstance(reference, str) else reference
     options = options or RegistryOptions()
-    with RegistryClient(ref.registry, options) as client:
+    with RegistryClient(ref.registry, options, credentials) as client:
         resolved = resolve_manifest(client, ref, platform)
         manifest = resolved.manifest
         repo = ref.repository

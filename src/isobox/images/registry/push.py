@@ -131,7 +131,9 @@ def push_blob(store: ImageStore, client: RegistryClient, repo: str, digest: str,
 
 def push_image(store: ImageStore, source: str, destination: str | None = None, *,
                options: RegistryOptions | None = None,
-               progress: Progress | None = None) -> PushResult:
+               progress: Progress | None = None,
+               credentials: tuple[str, str] | None = None) -> PushResult:
+    """``credentials`` (user, password) replace the stored ones (the API's X-Registry-Auth)."""
     options = options or RegistryOptions()
     rec = store.resolve(source)
     try:
@@ -152,7 +154,7 @@ def push_image(store: ImageStore, source: str, destination: str | None = None, *
     known = {d: sources_of(store, d, ref.registry) for d in [*blobs, rec.manifest.config.digest]}
     counts = {"exists": 0, "mounted": 0, "uploaded": 0}
     repo = ref.repository
-    with RegistryClient(ref.registry, options) as client:
+    with RegistryClient(ref.registry, options, credentials) as client:
         with ThreadPoolExecutor(max(1, options.parallel), "isobox-push") as pool:
             futures = [pool.submit(push_blob, store, client, repo, d, s, known[d], progress)
                        for d, s in blobs.items()]

@@ -1,0 +1,206 @@
+"""Remote image, network, volume and system commands (``--host``), printing what the local
+commands print."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import click
+
+from isobox.cli.context import CliContext
+from isobox.cli.output import for_each, human_ago, human_size, print_json, print_table
+from isobox.cli.remote import RemoteUnsupported, remote
+from isobox.errors import ConfigError, IsoboxError
+
+
+def _each(refs: tuple[str, ...], fn: Any) -> None:
+    if for_each(refs, fn):
+        raise click.exceptions.Exit(1)
+
+
+def _rfc3339(unix: int) -> str:
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# images -------------------------------------------------------------------------------------
+@remote("images", "image ls")
+def images(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool) -> None:
+    imgs = obj.client.images(all=all_)
+    if fmt == "json":
+        print_json([{"Id": r.id, "RepoTags": list(r.repo_tags),
+                     "RepoDigests": list(r.repo_digests), "Created": _rfc3339(r.created),
+                     "Size": r.size} for r in imgs])
+        return
+    if quiet:
+        for rid in dict.fromkeys(r.short_id for r in imgs):
+            click.echo(rid)
+        return
+    rows = []
+    for r in imgs:
+        digest = r.repo_digests[0].partition("@")[2] if r.repo_digests else "<none>"
+        for name in r.repo_tags or ("<none>:<none>",):
+            repo, _, tag = name.rpartition(":")
+            row = [repo, tag, *([digest] if digests else [])]
+            rows.append([*row, r.short_id, human_ago(_rfc3339(r.created)), human_size(r.size)])
+    print_table(["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED",
+                 "SIZE"], rows)
+
+
+@remote("image inspect")
+def image_inspect(obj: CliContext, names: tuple[str, ...]) -> None:
+    print_json([obj.client.image_document(n) for n in names])
+
+
+@remote("rmi", "image rm")
+def rmi(obj: CliContext, force: bool, names: tuple[str, ...]) -> None:
+    failed = False
+    for n in names:
+        try:
+            for entry in obj.client.remove_image(n, force=force):
+                for key, value in entry.items():
+                    click.echo(f"{key}: {value}")
+        except IsoboxError as e:
+            click.echo(f"isobox: error: {e}", err=True)
+            failed = True
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@remote("tag", "image tag")
+def tag(obj: CliContext, source: str, target: str) -> None:
+    obj.client.tag(source, target)
+
+
+@remote("pull")
+def pull(obj: CliContext, /, platform: str | None, quiet: bool, reference: str,
+         **kw: Any) -> None:
+    """The server pulls with its own registry settings and stored logins."""
+    from isobox.images.reference import parse_reference
+
+    if any(v for v in kw.values()):
+        raise RemoteUnsupported("registry options with `isobox pull` (the server uses its "
+                                "own registry settings)")
+    ref = parse_reference(reference)
+    if quiet:
+        click.echo(obj.client.pull(str(ref), platform or ""))
+        return
+    click.echo(f"{ref.tag or ref.digest}: Pulling from {ref.repository}"
+               if ref.registry != "docker.io" else
+               f"{ref.tag or ref.digest}: Pulling from {ref.familiar.split(':')[0]}")
+    for msg in obj.client.pull_progress(str(ref), platform or ""):
+        status = str(msg.get("status") or "")
+        if status.startswith(("Digest: ", "Status: ")):
+            click.echo(status)
+    click.echo(str(ref))
+
+
+# system -------------------------------------------------------------------------------------
+@remote("version")
+def version(obj: CliContext) -> None:
+    click.echo(f"isobox version {obj.client.version()['Version']}")
+
+
+@remote("info", "system info")
+def info(obj: CliContext, fmt: str) -> None:
+    from isobox.cli.container_extra_cmds import _info_text, render_template
+
+    data = obj.client.info()
+    if fmt in ("json", "{{json .}}"):
+        click.echo(json.dumps(data, indent=4))
+    elif fmt:
+        click.echo(render_template(fmt, data))
+    else:
+        for line in _info_text(data):
+            click.echo(line)
+
+
+# networks -----------------------------------------------------------------------------------
+def _grouped(filters: tuple[str, ...], allowed: Any) -> dict[str, list[str]]:
+    from isobox.engine import filters as flt
+
+    return {k: list(v) for k, v in flt.group(filters, allowed).items()}
+
+
+@remote("network create")
+def network_create(obj: CliContext, driver: str, subnet: str, gateway: str, internal: bool,
+                   label: tuple[str, ...], name: str) -> None:
+    from isobox.engine.parse import parse_labels
+
+    click.echo(obj.client.network_create(name, driver=driver, subnet=subnet, gateway=gateway,
+                                         internal=internal, labels=parse_labels(label)))
+
+
+@remote("network ls")
+def network_ls(obj: CliContext, quiet: bool, fmt: str, no_trunc: bool,
+               filters: tuple[str, ...]) -> None:
+    from isobox.engine.networks import LIST_FILTERS
+
+    nets = obj.client.networks(_grouped(filters, LIST_FILTERS))
+    if quiet:
+        for n in nets:
+            click.echo(n.id if no_trunc else n.id[:12])
+        return
+    if fmt == "json":
+        for n in nets:  # the local command prints the engine's driver name ("none")
+            click.echo(json.dumps({"ID": n.id[:12], "Name": n.name,
+                                   "Driver": "none" if n.driver == "null" else n.driver,
+                                   "Scope": n.scope}))
+        return
+    print_table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
+                [[n.id if no_trunc else n.id[:12], n.name, n.driver, n.scope] for n in nets])
+
+
+@remote("network inspect")
+def network_inspect(obj: CliContext, networks: tuple[str, ...]) -> None:
+    print_json([obj.client.network_inspect(n) for n in networks])
+
+
+@remote("network rm")
+def network_rm(obj: CliContext, networks: tuple[str, ...]) -> None:
+    _each(networks, obj.client.network_remove)
+
+
+# volumes ------------------------------------------------------------------------------------
+@remote("volume create")
+def volume_create(obj: CliContext, driver: str, label: tuple[str, ...], opt: tuple[str, ...],
+                  name: str) -> None:
+    from isobox.engine.parse import parse_labels
+
+    options = {}
+    for o in opt:
+        k, sep, v = o.partition("=")
+        if not sep:
+            raise ConfigError("--opt", f"invalid option '{o}': expected key=value")
+        options[k] = v
+    info = obj.client.volume_create(name, driver=driver, labels=parse_labels(label),
+                                    options=options)
+    click.echo(info.name)
+
+
+@remote("volume ls")
+def volume_ls(obj: CliContext, quiet: bool, fmt: str, filters: tuple[str, ...]) -> None:
+    from isobox.engine.volume_admin import LIST_FILTERS
+
+    vols = obj.client.volumes(_grouped(filters, LIST_FILTERS))
+    if quiet:
+        for v in vols:
+            click.echo(v.name)
+        return
+    if fmt == "json":
+        for v in vols:
+            click.echo(json.dumps({"Driver": v.driver, "Name": v.name,
+                                   "Mountpoint": v.mountpoint, "Scope": "local"}))
+        return
+    print_table(["DRIVER", "VOLUME NAME"], [[v.driver, v.name] for v in vols])
+
+
+@remote("volume inspect")
+def volume_inspect(obj: CliContext, names: tuple[str, ...]) -> None:
+    print_json([obj.client.volume_inspect(n) for n in names])
+
+
+@remote("volume rm")
+def volume_rm(obj: CliContext, force: bool, names: tuple[str, ...]) -> None:
+    _each(names, lambda n: obj.client.volume_remove(n, force=force))
