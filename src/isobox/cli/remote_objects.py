@@ -12,7 +12,7 @@ import click
 from isobox.cli.context import CliContext
 from isobox.cli.output import for_each, human_ago, human_size, print_json, print_table
 from isobox.cli.remote import RemoteUnsupported, remote
-from isobox.errors import ConfigError, IsoboxError
+from isobox.errors import IsoboxError
 
 
 def _each(refs: tuple[str, ...], fn: Any) -> None:
@@ -166,16 +166,11 @@ def network_rm(obj: CliContext, networks: tuple[str, ...]) -> None:
 @remote("volume create")
 def volume_create(obj: CliContext, driver: str, label: tuple[str, ...], opt: tuple[str, ...],
                   name: str) -> None:
+    from isobox.cli.volume_cmds import parse_volume_opts
     from isobox.engine.parse import parse_labels
 
-    options = {}
-    for o in opt:
-        k, sep, v = o.partition("=")
-        if not sep:
-            raise ConfigError("--opt", f"invalid option '{o}': expected key=value")
-        options[k] = v
     info = obj.client.volume_create(name, driver=driver, labels=parse_labels(label),
-                                    options=options)
+                                    options=parse_volume_opts(opt))
     click.echo(info.name)
 
 

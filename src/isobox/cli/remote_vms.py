@@ -3,14 +3,12 @@ printing what cli/vm_cmds.py and cli/snapshot_cmds.py print."""
 
 from __future__ import annotations
 
-import datetime
-import json
 from typing import Any
 
 import click
 
 from isobox.cli.context import CliContext
-from isobox.cli.output import for_each, human_size, print_json, print_table
+from isobox.cli.output import for_each, print_json
 from isobox.cli.remote import RemoteUnsupported, remote
 
 
@@ -130,18 +128,9 @@ def snapshot_create(obj: CliContext, memory: bool, instance: str, name: str) -> 
 
 @remote("snapshot ls")
 def snapshot_ls(obj: CliContext, fmt: str, quiet: bool, instance: str) -> None:
-    snaps = obj.client.snapshots(instance)
-    if quiet:
-        for s in snaps:
-            click.echo(s.name)
-        return
-    if fmt == "json":
-        for s in snaps:
-            click.echo(json.dumps(s.to_dict()))
-        return
-    print_table(["NAME", "CREATED", "KIND", "MEMORY", "SIZE"], [
-        [s.name, datetime.datetime.fromtimestamp(s.created).strftime("%Y-%m-%d %H:%M:%S"),
-         s.kind, "yes" if s.memory else "no", human_size(s.size)] for s in snaps])
+    from isobox.cli.snapshot_cmds import print_snapshots
+
+    print_snapshots(obj.client.snapshots(instance), fmt, quiet)
 
 
 @remote("snapshot restore")

@@ -54,7 +54,11 @@ def snapshot_ls(obj: CliContext, fmt: str, quiet: bool, instance: str) -> None:
     """List the snapshots of INSTANCE."""
     from isobox.engine.instance_snapshots import list_snapshots
 
-    snaps = list_snapshots(obj.engine, instance)
+    print_snapshots(list_snapshots(obj.engine, instance), fmt, quiet)
+
+
+def print_snapshots(snaps: list[Any], fmt: str, quiet: bool) -> None:
+    """``snapshot ls`` output, local or remote (``--host``): names, JSON lines or a table."""
     if quiet:
         for s in snaps:
             click.echo(s.name)

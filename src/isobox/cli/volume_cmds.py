@@ -31,15 +31,20 @@ def volume_create(obj: CliContext, driver: str, label: tuple[str, ...], opt: tup
     from isobox.engine.parse import parse_labels
     from isobox.engine.volume_admin import create_volume
 
+    info = create_volume(obj.engine, name, labels=parse_labels(label), driver=driver,
+                         options=parse_volume_opts(opt))
+    click.echo(info.name)
+
+
+def parse_volume_opts(opt: tuple[str, ...]) -> dict[str, str]:
+    """``-o key=value`` flags (local and ``--host`` ``volume create``)."""
     options = {}
     for o in opt:
         k, sep, v = o.partition("=")
         if not sep:
             raise ConfigError("--opt", f"invalid option '{o}': expected key=value")
         options[k] = v
-    info = create_volume(obj.engine, name, labels=parse_labels(label), driver=driver,
-                         options=options)
-    click.echo(info.name)
+    return options
 
 
 @volume.command(name="ls")
