@@ -89,6 +89,15 @@ class Waiter:
         self._cm.__exit__(None, None, None)
 
 
+def _output(stream: Hijacked, tty: bool) -> Iterator[tuple[str, bytes]]:
+    """(stream name, data) of a hijacked stream: raw with a terminal, else demultiplexed."""
+    if tty:
+        for data in stream.chunks():
+            yield "stdout", data
+    else:
+        yield from demux(stream.chunks())
+
+
 class Attached:
     """A started container's output (hijacked attach) and, once it ends, its exit code."""
 
@@ -98,11 +107,7 @@ class Attached:
         self.tty = tty
 
     def output(self) -> Iterator[tuple[str, bytes]]:
-        if self.tty:
-            for data in self.stream.chunks():
-                yield "stdout", data
-        else:
-            yield from demux(self.stream.chunks())
+        return _output(self.stream, self.tty)
 
     def exit_code(self) -> int:
         self.stream.close()
@@ -123,11 +128,7 @@ class ExecSession:
         self.tty = tty
 
     def output(self) -> Iterator[tuple[str, bytes]]:
-        if self.tty:
-            for data in self.stream.chunks():
-                yield "stdout", data
-        else:
-            yield from demux(self.stream.chunks())
+        return _output(self.stream, self.tty)
 
     def exit_code(self, timeout: float = 10.0) -> int:
         """After the output ended: the process's code (the server records it as it reaps)."""

@@ -176,19 +176,10 @@ def volume_create(obj: CliContext, driver: str, label: tuple[str, ...], opt: tup
 
 @remote("volume ls")
 def volume_ls(obj: CliContext, quiet: bool, fmt: str, filters: tuple[str, ...]) -> None:
+    from isobox.cli.volume_cmds import print_volumes
     from isobox.engine.volume_admin import LIST_FILTERS
 
-    vols = obj.client.volumes(_grouped(filters, LIST_FILTERS))
-    if quiet:
-        for v in vols:
-            click.echo(v.name)
-        return
-    if fmt == "json":
-        for v in vols:
-            click.echo(json.dumps({"Driver": v.driver, "Name": v.name,
-                                   "Mountpoint": v.mountpoint, "Scope": "local"}))
-        return
-    print_table(["DRIVER", "VOLUME NAME"], [[v.driver, v.name] for v in vols])
+    print_volumes(obj.client.volumes(_grouped(filters, LIST_FILTERS)), quiet, fmt)
 
 
 @remote("volume inspect")

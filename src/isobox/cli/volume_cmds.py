@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -58,7 +59,11 @@ def volume_ls(obj: CliContext, quiet: bool, fmt: str, filters: tuple[str, ...]) 
     from isobox.engine import filters as flt
     from isobox.engine.volume_admin import LIST_FILTERS, list_volumes
 
-    vols = list_volumes(obj.engine, flt.group(filters, LIST_FILTERS))
+    print_volumes(list_volumes(obj.engine, flt.group(filters, LIST_FILTERS)), quiet, fmt)
+
+
+def print_volumes(vols: list[Any], quiet: bool, fmt: str) -> None:
+    """``volume ls`` output, local or remote (``--host``)."""
     if quiet:
         for v in vols:
             click.echo(v.name)
