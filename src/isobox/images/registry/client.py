@@ -18,7 +18,8 @@ credentials, if any) for the scopes each request needs and caches it; a later
 ``insufficient_scope`` challenge is answered once.
 
 Every response body is read with a bound (``/v2/``'s is never read); redirects are followed
-(``httpx`` drops the ``Authorization`` header when a redirect leaves the registry's origin).
+(the ``Authorization`` header is dropped when a redirect leaves the registry's origin). HTTP
+is :mod:`.transport`, on the standard library's ``http.client``.
 Credentials and tokens are sent to the registry's own origin only (an upload ``Location`` on
 another host gets none), and to a token realm only over HTTPS unless the registry is insecure.
 """
@@ -26,26 +27,20 @@ another host gets none), and to a token realm only over HTTPS unless the registr
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import logging
 import os
 import re
 import ssl
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urljoin, urlsplit
 
-# httpx's package __init__ imports its command-line tool (click, rich, pygments: ~100 ms per
-# isobox call) inside ``try: … except ImportError``; a None entry makes that import fail fast.
-sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-import httpx  # noqa: E402
-
-from isobox.errors import NotFoundError, RegistryError  # noqa: E402
-from isobox.oci import image as oci  # noqa: E402
+from isobox.errors import NotFoundError, RegistryError
+from isobox.images.registry.transport import Body, HttpClient, Response, TransportError
+from isobox.oci import image as oci
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +69,10 @@ def is_loopback(host: str) -> bool:
     name, _ = split_host_port(host)
     if name == "localhost":
         return True
+    if ":" not in name and not name.replace(".", "").isdigit():
+        return False  # a host name: neither an IPv4 nor an IPv6 literal
+    import ipaddress
+
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
@@ -131,7 +130,7 @@ def ssl_context(registry: str, options: RegistryOptions) -> ssl.SSLContext:
 
 
 def unverified_context() -> ssl.SSLContext:
-    """For insecure registries (``httpx.Client(verify=False)`` costs ~30 ms: it loads CAs)."""
+    """For insecure registries (no CA loading: ~30 ms)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -156,7 +155,7 @@ def parse_challenge(header: str | None) -> Challenge:
     return Challenge(scheme.lower(), params)
 
 
-def read_bounded(resp: httpx.Response, limit: int, what: str) -> bytes:
+def read_bounded(resp: Response, limit: int, what: str) -> bytes:
     """The whole body of a streamed response, refusing more than ``limit`` bytes."""
     length = resp.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
@@ -169,9 +168,6 @@ def read_bounded(resp: httpx.Response, limit: int, what: str) -> bytes:
             resp.close()
             raise RegistryError(f"{what}: response is over the {limit}-byte limit")
     return bytes(buf)
-
-
-Content = bytes | Callable[[], Iterable[bytes]] | None
 
 
 class RegistryClient:
@@ -190,10 +186,8 @@ class RegistryClient:
             credentials = AuthFile(self.options.auth_file).get(registry)
         self.credentials = credentials
         verify = unverified_context() if self.insecure else ssl_context(registry, self.options)
-        self.http = httpx.Client(
-            verify=verify, follow_redirects=True, headers={"User-Agent": USER_AGENT},
-            timeout=httpx.Timeout(self.options.timeout, connect=15.0),
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=8))
+        self.http = HttpClient(verify, timeout=self.options.timeout, connect_timeout=15.0,
+                               headers={"User-Agent": USER_AGENT})
         self._base: str | None = None
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], tuple[str, float]] = {}
@@ -225,9 +219,8 @@ class RegistryClient:
             last: Exception | None = None
             for scheme in schemes:
                 try:  # streamed and closed unread: the body of /v2/ means nothing
-                    req = self.http.build_request("GET", f"{scheme}://{self.host}/v2/")
-                    resp = self.http.send(req, stream=True)
-                except (httpx.TransportError, ssl.SSLError) as e:
+                    resp = self.http.request("GET", f"{scheme}://{self.host}/v2/")
+                except TransportError as e:
                     last = e
                     log.debug("%s://%s: %s", scheme, self.host, e)
                     continue
@@ -287,9 +280,9 @@ class RegistryClient:
             query.append(("account", self.credentials[0]))
         url = realm + ("&" if "?" in realm else "?") + urlencode(query) if query else realm
         try:
-            with self.http.stream("GET", url, auth=self.credentials) as resp:
+            with self.http.request("GET", url, auth=self.credentials) as resp:
                 body = read_bounded(resp, MAX_TOKEN_BODY, f"token from {realm}")
-        except httpx.TransportError as e:
+        except TransportError as e:
             raise RegistryError(f"registry {self.registry}: token server {realm}: {e}") from None
         if resp.status_code in (401, 403):
             whom = "the credentials" if self.credentials else "anonymous access"
@@ -318,8 +311,8 @@ class RegistryClient:
         return path if path.startswith(("http://", "https://")) else urljoin(self.base, path)
 
     def send(self, method: str, path: str, *, scopes: tuple[str, ...], what: str,
-             headers: dict[str, str] | None = None, content: Content = None,
-             ok: tuple[int, ...] = (200,), stream: bool = False) -> httpx.Response:
+             headers: dict[str, str] | None = None, content: Body = None,
+             ok: tuple[int, ...] = (200,), stream: bool = False) -> Response:
         """Send with authentication (answering one new challenge), map errors.
 
         With ``stream`` the caller reads and closes the response."""
@@ -331,11 +324,9 @@ class RegistryClient:
         for attempt in (0, 1):
             auth = self._auth_header(scopes, challenge, fresh=attempt > 0) if own else {}
             hdrs = {**(headers or {}), **auth}
-            body = content() if callable(content) else content
             try:
-                req = self.http.build_request(method, url, headers=hdrs, content=body)
-                resp = self.http.send(req, stream=True)
-            except httpx.TransportError as e:
+                resp = self.http.request(method, url, headers=hdrs, body=content)
+            except TransportError as e:
                 raise RegistryError(f"{what}: {self._transport_error(e)}") from None
             if resp.status_code == 401 and attempt == 0 and own:
                 new = parse_challenge(resp.headers.get("www-authenticate"))
@@ -358,7 +349,7 @@ class RegistryClient:
             return resp
         raise AssertionError("unreachable")
 
-    def _raise_for(self, resp: httpx.Response, what: str) -> None:
+    def _raise_for(self, resp: Response, what: str) -> None:
         detail = ""
         try:
             if not resp.is_closed:
@@ -366,7 +357,7 @@ class RegistryClient:
                 errs = json.loads(body).get("errors") or []
                 detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
                                    for e in errs if isinstance(e, dict))
-        except (ValueError, AttributeError, RegistryError, httpx.HTTPError):
+        except (ValueError, AttributeError, RegistryError, TransportError):
             pass
         finally:
             resp.close()
@@ -396,7 +387,7 @@ class RegistryClient:
         ctype = resp.headers.get("content-type", "").split(";")[0].strip()
         return data, ctype, resp.headers.get("docker-content-digest")
 
-    def open_blob(self, repo: str, digest: str, offset: int = 0) -> httpx.Response:
+    def open_blob(self, repo: str, digest: str, offset: int = 0) -> Response:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         return self.send("GET", f"/v2/{repo}/blobs/{digest}", scopes=pull_scope(repo),
                          what=f"blob {self.registry}/{repo}@{digest}", headers=headers,
@@ -426,11 +417,11 @@ class RegistryClient:
                          what=f"upload to {self.registry}/{repo}", ok=(202,))
         return self._location(resp)
 
-    def _location(self, resp: httpx.Response) -> str:
+    def _location(self, resp: Response) -> str:
         loc: str | None = resp.headers.get("location")
         if not loc:
             raise RegistryError(f"registry {self.registry}: upload answer has no Location")
-        full = urljoin(str(resp.url), loc)
+        full = urljoin(resp.url, loc)
         if urlsplit(full).scheme not in ("http", "https"):
             raise RegistryError(f"registry {self.registry}: invalid upload location {loc!r}")
         return full

@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
+import queue
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
-
-import httpx
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from isobox.errors import ConfigError, RegistryError, VerificationError
 from isobox.images.reference import Reference, parse_reference
 from isobox.images.registry.client import RegistryClient, RegistryOptions, read_bounded
 from isobox.images.registry.sources import record_sources
+from isobox.images.registry.transport import TransportError
 from isobox.images.store import ImageRecord, ImageStore, adds_content, remove_tree
 from isobox.oci import image as oci
 from isobox.oci.digest import hex_of
@@ -105,10 +104,45 @@ def resolve_manifest(client: RegistryClient, ref: Reference,
     return ResolvedManifest(top, data, manifest.media_type, manifest, top)
 
 
+class _ChunkFeed:
+    """The download's chunks handed to the unpack thread as a file object: a bounded queue
+    (no copy through a pipe); ``put`` gives up once the reader has stopped."""
+
+    def __init__(self, depth: int = 16) -> None:
+        self._q: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self.stopped = threading.Event()
+
+    def put(self, chunk: bytes | None) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self._q.put(chunk, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(self, n: int = -1) -> bytes:
+        while self._pos >= len(self._buf) and not self._eof:
+            item = self._q.get()
+            if item is None:
+                self._eof = True
+            else:
+                self._buf, self._pos = item, 0
+        start = self._pos
+        if start == 0 and (n < 0 or n >= len(self._buf)):
+            self._pos = len(self._buf)
+            return self._buf
+        self._pos = len(self._buf) if n < 0 else min(len(self._buf), start + n)
+        return self._buf[start:self._pos]  # copies only what is returned
+
+
 class _StreamUnpack:
     """Unpacks a layer from the bytes of its download as they arrive (a thread reading a
-    pipe), into ``layers/tmp``, holding the store's lock on the diffID until it is published
-    or removed. The blob's digest is verified before the layer is published."""
+    :class:`_ChunkFeed`), into ``layers/tmp``, holding the store's lock on the diffID until
+    it is published or removed. The blob's digest is verified before the layer is published."""
 
     def __init__(self, store: ImageStore, diff_id: str) -> None:
         self.store = store
@@ -118,17 +152,16 @@ class _StreamUnpack:
         self.tmp = ""
         self.result: UnpackResult | None = None
         self.error: BaseException | None = None
-        self._reader: BinaryIO | None = None
-        self._writer: BinaryIO | None = None
+        self._feed: _ChunkFeed | None = None
+        self._open = False
         self.thread: threading.Thread | None = None
 
     def _begin(self) -> None:
         """Started by the first bytes (an empty stream is left to ``ensure_layer``)."""
         self.tmp = tempfile.mkdtemp(prefix=f"unpack-{hex_of(self.diff_id)}-",
                                     dir=self.store.layer_tmp)
-        r, w = os.pipe()
-        self._reader = os.fdopen(r, "rb")
-        self._writer = os.fdopen(w, "wb")
+        self._feed = _ChunkFeed()
+        self._open = True
         self.thread = threading.Thread(target=self._run, name="isobox-unpack", daemon=True)
         self.thread.start()
 
@@ -149,38 +182,27 @@ class _StreamUnpack:
     def _run(self) -> None:
         from isobox.images.unpack import unpack_layer
 
-        assert self._reader is not None
+        assert self._feed is not None
         try:
-            self.result = unpack_layer(self._reader, self.tmp, expected_diff_id=self.diff_id)
+            self.result = unpack_layer(cast(BinaryIO, self._feed), self.tmp,
+                                       expected_diff_id=self.diff_id)
         except BaseException as e:
             self.error = e
         finally:
-            try:
-                while self._reader.read(1 << 20):
-                    pass
-            except OSError:
-                pass
-            self._reader.close()
+            self._feed.stopped.set()
 
     def feed(self, chunk: bytes) -> None:
         if self.thread is None:
             if not chunk:
                 return
             self._begin()
-        if self._writer is None:
-            return
-        try:
-            self._writer.write(chunk)
-        except BrokenPipeError:  # the unpack stopped early; its error is reported by finish
-            self._close()
+        if self._open and self._feed is not None and not self._feed.put(chunk):
+            self._open = False  # the unpack stopped early; its error is reported by finish
 
     def _close(self) -> None:
-        w, self._writer = self._writer, None
-        if w is not None:
-            try:
-                w.close()  # closes the fd even when flushing the buffer fails
-            except OSError:
-                pass
+        if self._open and self._feed is not None:
+            self._open = False
+            self._feed.put(None)
 
     def finish(self, db_lock: threading.Lock) -> int:
         """Wait for the unpack; publish the layer; returns its size (0: nothing was fed,
@@ -254,7 +276,7 @@ def fetch_blob(store: ImageStore, client: RegistryClient, repo: str, desc: oci.D
                         progress(desc.digest, "extracting", desc.size, desc.size)
                     s.finish(db_lock)
                 return True
-            except (httpx.TransportError, httpx.StreamError) as e:
+            except TransportError as e:
                 writer.close_keep_partial()
                 if streamer is not None:
                     streamer.abort()

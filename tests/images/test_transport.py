@@ -1,0 +1,233 @@
+"""The registry's HTTP transport (isobox.images.registry.transport) against small local
+HTTP servers: connection reuse, redirects and credentials, truncated bodies, encodings,
+stale keep-alive connections, proxies from the environment."""
+
+from __future__ import annotations
+
+import gzip
+import ssl
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from isobox.images.registry.transport import HttpClient, TransportError, proxy_for
+
+
+class Server:
+    """An HTTP/1.1 server whose answers the test sets per path; it records what it got."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.seen: list[tuple[str, str, dict[str, str], int]] = []  # method, target, headers, conn
+        self.connections = 0
+        self.close_after_response = False
+        self.truncate: dict[str, int] = {}
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                outer.connections += 1
+                self.conn_no = outer.connections
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                outer.seen.append((self.command, self.path, dict(self.headers.items()),
+                                   self.conn_no))
+                key = self.path.split("?")[0] if not self.path.startswith("http") else self.path
+                status, headers, body = outer.routes.get(key, (404, {}, b"no"))
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                if outer.close_after_response:
+                    self.send_header("Connection", "keep-alive")
+                self.end_headers()
+                cut = outer.truncate.get(key)
+                if self.command != "HEAD":
+                    self.wfile.write(body if cut is None else body[:cut])
+                if cut is not None or outer.close_after_response:
+                    self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_HEAD = _answer
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    s = Server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def other() -> Iterator[Server]:
+    s = Server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpClient]:
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                 "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    c = HttpClient(ssl.create_default_context(), timeout=10, connect_timeout=5,
+                   headers={"User-Agent": "isobox-test"})
+    yield c
+    c.close()
+
+
+def test_keep_alive_connection_is_reused(server: Server, client: HttpClient) -> None:
+    server.routes["/a"] = (200, {}, b"x" * 3000)
+    for _ in range(3):
+        with client.request("GET", f"{server.url}/a") as r:
+            assert r.status_code == 200 and r.read() == b"x" * 3000
+    assert server.connections == 1
+    assert server.seen[0][2]["User-Agent"] == "isobox-test"
+
+
+def test_unread_body_closes_the_connection_instead_of_reusing_it(
+        server: Server, client: HttpClient) -> None:
+    server.routes["/big"] = (200, {}, b"y" * (3 << 20))
+    server.routes["/a"] = (200, {}, b"ok")
+    r = client.request("GET", f"{server.url}/big")
+    next(r.iter_raw(1024))
+    r.close()
+    with client.request("GET", f"{server.url}/a") as r2:
+        assert r2.read() == b"ok"
+    assert server.connections == 2
+
+
+def test_redirect_keeps_credentials_on_the_origin_only(server: Server, other: Server,
+                                                       client: HttpClient) -> None:
+    server.routes["/same"] = (307, {"Location": "/final"}, b"")
+    server.routes["/final"] = (200, {}, b"same")
+    server.routes["/away"] = (302, {"Location": f"{other.url}/blob"}, b"moved")
+    other.routes["/blob"] = (200, {}, b"data")
+    with client.request("GET", f"{server.url}/same",
+                        headers={"Authorization": "Bearer t"}) as r:
+        assert r.read() == b"same" and r.url == f"{server.url}/final"
+    assert server.seen[-1][2].get("Authorization") == "Bearer t"
+    with client.request("GET", f"{server.url}/away",
+                        headers={"Authorization": "Bearer t"}) as r:
+        assert r.read() == b"data"
+    assert "Authorization" not in other.seen[-1][2]
+
+
+def test_redirect_loop_is_an_error(server: Server, client: HttpClient) -> None:
+    server.routes["/loop"] = (302, {"Location": "/loop"}, b"")
+    with pytest.raises(TransportError, match="redirects"):
+        client.request("GET", f"{server.url}/loop")
+
+
+def test_post_answered_303_is_followed_with_get(server: Server, client: HttpClient) -> None:
+    server.routes["/upload"] = (303, {"Location": "/status"}, b"")
+    server.routes["/status"] = (200, {}, b"done")
+    with client.request("POST", f"{server.url}/upload", body=b"payload") as r:
+        assert r.read() == b"done"
+    assert [s[0] for s in server.seen] == ["POST", "GET"]
+
+
+def test_truncated_body_raises(server: Server, client: HttpClient) -> None:
+    server.routes["/cut"] = (200, {}, b"z" * 100_000)
+    server.truncate["/cut"] = 40_000
+    r = client.request("GET", f"{server.url}/cut")
+    with pytest.raises(TransportError, match="60000 more expected"):
+        for _ in r.iter_raw(8192):
+            pass
+    assert r.is_closed
+
+
+def test_gzip_content_encoding_is_decoded_in_bounded_pieces(server: Server,
+                                                             client: HttpClient) -> None:
+    plain = b"a" * (5 << 20)
+    server.routes["/gz"] = (200, {"Content-Encoding": "gzip"}, gzip.compress(plain))
+    with client.request("GET", f"{server.url}/gz") as r:
+        pieces = list(r.iter_bytes(1 << 20))
+    assert b"".join(pieces) == plain
+    assert max(len(p) for p in pieces) <= 1 << 20
+    assert server.seen[-1][2]["Accept-Encoding"] == "identity"
+
+
+def test_unknown_content_encoding_is_refused(server: Server, client: HttpClient) -> None:
+    server.routes["/br"] = (200, {"Content-Encoding": "br"}, b"???")
+    r = client.request("GET", f"{server.url}/br")
+    with pytest.raises(TransportError, match="Content-Encoding 'br'"):
+        r.read()
+
+
+def test_stale_keep_alive_connection_is_retried_once(server: Server,
+                                                     client: HttpClient) -> None:
+    server.routes["/a"] = (200, {}, b"one")
+    server.close_after_response = True  # says keep-alive, then closes
+    with client.request("GET", f"{server.url}/a") as r:
+        assert r.read() == b"one"
+    with client.request("PUT", f"{server.url}/a", body=lambda: iter([b"ab", b"cd"]),
+                        headers={"Content-Length": "4"}) as r:
+        assert r.status_code == 200
+    assert server.connections == 2
+
+
+def test_connection_refused_is_a_transport_error(client: HttpClient) -> None:
+    srv = Server()
+    url = srv.url
+    srv.stop()
+    with pytest.raises(TransportError):
+        client.request("GET", f"{url}/v2/")
+
+
+def test_http_proxy_from_the_environment(server: Server, other: Server, client: HttpClient,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An HTTP proxy gets absolute-form targets and its credentials; no_proxy bypasses it."""
+    target = "http://registry.invalid:5000/v2/"
+    server.routes[target] = (200, {}, b"via proxy")
+    monkeypatch.setenv("http_proxy", f"http://user:pa%20ss@127.0.0.1:{server.port}")
+    with client.request("GET", target) as r:
+        assert r.read() == b"via proxy"
+    method, path, headers, _ = server.seen[-1]
+    assert method == "GET"
+    assert path == target and headers["Host"] == "registry.invalid:5000"
+    assert headers["Proxy-Authorization"] == "Basic dXNlcjpwYSBzcw=="  # user:pa ss
+    other.routes["/direct"] = (200, {}, b"direct")
+    monkeypatch.setenv("no_proxy", "localhost,127.0.0.1")
+    with client.request("GET", f"{other.url}/direct") as r:
+        assert r.read() == b"direct"
+
+
+def test_proxy_rules() -> None:
+    env = {"https_proxy": "proxy:3128", "no_proxy": ".example.com,10.1.2.3"}
+    mp = pytest.MonkeyPatch()
+    try:
+        for k in ("http_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY",
+                  "NO_PROXY"):
+            mp.delenv(k, raising=False)
+        for k, v in env.items():
+            mp.setenv(k, v)
+        assert proxy_for(("https", "reg.io", 443)) == "http://proxy:3128"
+        assert proxy_for(("http", "reg.io", 80)) is None
+        assert proxy_for(("https", "a.example.com", 443)) is None
+        assert proxy_for(("https", "example.com", 443)) is None
+        assert proxy_for(("https", "10.1.2.3", 443)) is None
+    finally:
+        mp.undo()
