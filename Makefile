@@ -8,12 +8,12 @@ PYTHON   ?= python3
 # their runtimetest offline (scripts/conformance.py). docker-registry, skopeo, openssl: the
 # registry tests and benchmark; debootstrap: `isobox image bootstrap debian:bookworm`;
 # conmon: the per-container monitor; tini: `run --init`; nftables: NAT and published ports;
-# qemu-system-x86, qemu-utils, linux-image-amd64 (the guest kernel), gcc + libc6-dev (the
-# static guest agent): VMs.
+# qemu-system-x86, qemu-utils, linux-image-amd64 (the guest kernel), gcc + libc6-dev and
+# musl-tools (the static guest agent, small with musl): VMs.
 APT_PKGS := busybox-static runc podman containerd conmon uidmap iproute2 libseccomp2 procps psmisc \
             golang-go golang-github-opencontainers-runtime-tools-dev \
             docker-registry skopeo debootstrap openssl tini nftables \
-            qemu-system-x86 qemu-utils linux-image-amd64 gcc libc6-dev
+            qemu-system-x86 qemu-utils linux-image-amd64 gcc libc6-dev musl-tools
 STAMP    := $(VENV)/.isobox-installed
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)

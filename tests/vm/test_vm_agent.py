@@ -115,13 +115,18 @@ def pid_gone(pid: int, timeout: float = 3) -> bool:
 
 def test_build_is_cached_static_and_warning_free(agent_bin: Path, workdir: Path) -> None:
     assert agent_binary(agent_bin.parent.parent.parent) == agent_bin  # reused, not rebuilt
-    assert agent_bin.stat().st_size < 2 << 20
+    # musl when installed (make deps does): every MiB of initramfs costs boot time under TCG
+    assert agent_bin.stat().st_size < ((256 << 10) if shutil.which("musl-gcc") else (2 << 20))
     out = subprocess.run(["file", "-L", str(agent_bin)], capture_output=True, text=True)
     if out.returncode == 0:
         assert "statically linked" in out.stdout
-    proc = subprocess.run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-fsyntax-only",
-                           str(AGENT_SOURCE)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    for cc in ("cc", "musl-gcc"):
+        if shutil.which(cc) is None:
+            continue
+        proc = subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Werror", "-O2",
+                               "-fsyntax-only", str(AGENT_SOURCE)], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, f"{cc}: {proc.stderr}"
 
 
 def test_not_pid1_without_test_flag(agent_bin: Path) -> None:

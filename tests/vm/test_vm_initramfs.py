@@ -102,12 +102,22 @@ def test_initramfs_contents_and_cache(host_kernel: GuestKernel, vm_tmp: Path) ->
     listed = (x / "modules").read_text().split()
     boot = {module_name(p) for p in listed}
     assert {"virtio_blk", "ext4"} <= boot and not boot & {"9p", "virtio_net"}
+    for group in OPTIONAL_MODULES:  # only in the archives of VMs with the device
+        assert not (x / f"modules.{group}").exists()
+    assert not (x / "lib/modules" / host_kernel.version / "kernel/fs/9p").exists()
+    full = guest_initramfs(cache, host_kernel, agent, groups=sorted(OPTIONAL_MODULES))
+    assert full != out and full.stat().st_size > out.stat().st_size
+    assert guest_initramfs(cache, host_kernel, agent, groups=["net"]) not in (out, full)
+    assert guest_initramfs(cache, host_kernel, agent, groups=["balloon", "9p", "net"]) == full
+    _extract(full, vm_tmp / "full")
     for group in OPTIONAL_MODULES:  # loaded only when the VM has the device
-        listed += (x / f"modules.{group}").read_text().split()
+        listed += (vm_tmp / "full" / f"modules.{group}").read_text().split()
     assert listed and all(p.startswith(f"/lib/modules/{host_kernel.version}/") for p in listed)
     for p in listed:
-        data = (x / p.lstrip("/")).read_bytes()
+        data = (vm_tmp / "full" / p.lstrip("/")).read_bytes()
         assert data[:4] == b"\x7fELF", p  # stored decompressed
+    with pytest.raises(VMError, match=r"module group\(s\): gpu"):
+        guest_initramfs(cache, host_kernel, agent, groups=["gpu"])
     # Another agent gives another archive.
     agent.write_bytes(b"#!/bin/busybox sh\necho hi\n")
     assert guest_initramfs(cache, host_kernel, agent) != out

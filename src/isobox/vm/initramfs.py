@@ -2,7 +2,10 @@
 needs (with their modules.dep closure, decompressed) and a /modules load-order list.
 
 The archive is an uncompressed newc cpio (the kernel unpacks it without a decompressor,
-which is faster than any codec under TCG), cached by a digest of every input."""
+which is faster than any codec under TCG), cached by a digest of every input. Size is boot
+time under TCG (~0.1 s per MiB before ``/init`` runs, benchmarks/vm_boot.py), so the
+optional module groups are in an archive only for a VM that has their device: one cached
+archive per group set (at most 2^3)."""
 
 from __future__ import annotations
 
@@ -169,15 +172,21 @@ def _read_exe(path: Path, what: str, hint: str, allow_script: bool = False) -> b
 
 
 def guest_initramfs(cache_dir: Path, kernel: GuestKernel, agent: Path,
-                    extra_modules: Sequence[str] = ()) -> Path:
-    """The cached initramfs for this kernel, agent and module set (built when missing)."""
+                    extra_modules: Sequence[str] = (), groups: Sequence[str] = ()) -> Path:
+    """The cached initramfs for this kernel, agent and module set (built when missing), with
+    the OPTIONAL_MODULES ``groups`` named (the VM's devices)."""
+    unknown = sorted(set(groups) - set(OPTIONAL_MODULES))
+    if unknown:
+        raise VMError(f"unknown guest module group(s): {', '.join(unknown)}")
+    groups = sorted(set(groups))
     # First a quick index keyed by the identities of the inputs that name the module set
     # (modules.dep, modules.builtin: depmod rewrites them whenever modules change): a VM start
     # then needs neither a parse of modules.dep (~20 ms) nor a stat of every module.
     quick = hashlib.sha256()
     for part in (BUILDER_VERSION, kernel.version, file_id(agent), file_id(BUSYBOX),
                  _optional_id(kernel.modules_dir / "modules.dep"),
-                 _optional_id(kernel.modules_dir / "modules.builtin"), ",".join(extra_modules)):
+                 _optional_id(kernel.modules_dir / "modules.builtin"), ",".join(extra_modules),
+                 "groups=" + ",".join(groups)):
         quick.update(part.encode() + b"\0")
     index = cache_dir / "initramfs" / f"{quick.hexdigest()}.id"
     try:
@@ -188,7 +197,7 @@ def guest_initramfs(cache_dir: Path, kernel: GuestKernel, agent: Path,
                 return known
     except OSError:
         pass
-    out = _build(cache_dir, kernel, agent, extra_modules)
+    out = _build(cache_dir, kernel, agent, extra_modules, groups)
     with atomic_file(str(index)) as f:
         f.write(out.stem.encode())
     return out
@@ -199,18 +208,20 @@ def _optional_id(path: Path) -> str:
 
 
 def _build(cache_dir: Path, kernel: GuestKernel, agent: Path,
-           extra_modules: Sequence[str]) -> Path:
+           extra_modules: Sequence[str], wanted: Sequence[str]) -> Path:
     agent_data = _read_exe(agent, "guest agent", "build it with `make`", allow_script=True)
     busybox = _read_exe(BUSYBOX, "busybox", "`apt-get install busybox-static` provides it")
     groups: dict[str, list[str]] = {}
     seen: set[str] = set()
-    for group, names in {"": (*DEFAULT_MODULES, *extra_modules), **OPTIONAL_MODULES}.items():
+    chosen = {g: OPTIONAL_MODULES[g] for g in wanted}
+    for group, names in {"": (*DEFAULT_MODULES, *extra_modules), **chosen}.items():
         groups[group] = [r for r in module_closure(kernel.modules_dir, names) if r not in seen]
         seen.update(groups[group])
     # The key comes from what identifies each input file (not its content: hashing and
     # decompressing every module on each VM start cost 40-80 ms).
     key = hashlib.sha256()
-    for part in (BUILDER_VERSION, kernel.version, file_id(agent), file_id(BUSYBOX)):
+    for part in (BUILDER_VERSION, kernel.version, file_id(agent), file_id(BUSYBOX),
+                 "groups=" + ",".join(wanted)):
         key.update(part.encode() + b"\0")
     for group, rels in groups.items():
         for rel in rels:

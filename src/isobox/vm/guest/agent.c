@@ -43,6 +43,11 @@
 #include <time.h>
 #include <unistd.h>
 
+/* systemd's "power off" signal is SIGRTMIN+4 as glibc numbers it (34 + 4): a literal, since
+ * the agent may be built with musl, whose SIGRTMIN is 35: its SIGRTMIN + 4 is 39, which
+ * systemd reads as SIGRTMIN+5, "reboot". */
+#define SYSTEMD_POWEROFF 38
+
 #define PROTO_VERSION 2 /* 2: EXEC "user" */
 #define MAX_FRAME (1u << 20)
 #define READ_CHUNK (128u * 1024)
@@ -1400,7 +1405,7 @@ static void handle_frame(struct port *p, uint8_t type, uint32_t id, char *d, siz
         if (j.err || q.a <= 0 || q.a >= NSIG) send_error(p, id, "SIGNAL: bad signal number");
         else if (s && s->pid > 0 && !s->reaped) kill(s->pid, (int)q.a);
         else if (system_mode && !pid1 && id == 0) /* system VM: to the guest's init; */
-            kill(1, q.a == SIGTERM ? SIGRTMIN + 4 : (int)q.a); /* TERM: systemd poweroff */
+            kill(1, q.a == SIGTERM ? SYSTEMD_POWEROFF : (int)q.a);
         break;
     }
     case F_RESIZE: {

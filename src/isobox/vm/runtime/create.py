@@ -23,6 +23,7 @@ from isobox.vm.runtime.machine import (
     annotation,
     guest_cpus,
     guest_memory_mib,
+    module_groups,
     plan,
 )
 from isobox.vm.runtime.state import VMState, VMStore
@@ -136,7 +137,8 @@ def _qemu_argv(config: dict[str, Any], st: VMState, stderr_fd: int,
         if not initrd.is_file():
             raise ConfigError("--initrd", f"{initrd}: no such file")
     else:
-        initrd = guest_initramfs(cache, kernel, agent_binary(cache))
+        initrd = guest_initramfs(cache, kernel, agent_binary(cache),
+                                 groups=module_groups(config))
     spec = plan(config, st, accel=detect(), kernel=kernel.vmlinux, initrd=initrd,
                 stderr_fd=stderr_fd)
     extra_fds.extend(d.fd for d in spec.drives if d.fd >= 0)  # passed to QEMU, closed after

@@ -143,7 +143,7 @@ def plan(config: dict[str, Any], st: VMState, *, accel: Any, kernel: Path, initr
     shared = shares(config)
     run_as = (st.qemu_uid, st.qemu_uid) if st.qemu_uid and not shared else None
     cmdline = kernel_cmdline(config, " ".join(filter(None, (system_cmdline(config),
-                                                           module_groups(config)))))
+                                                           modules_cmdline(config)))))
     extra_args = tuple(share_args(shared) + loadvm_args(config) + system_args(config))
     chroot = Path(empty_dir(os.path.dirname(st.dir))) if run_as is not None else None
     # last: a user's disk is opened here and its descriptor must reach QEMU (no raise after)
@@ -262,8 +262,9 @@ def is_system(config: dict[str, Any]) -> bool:
     return annotation(config, "system") == "true"
 
 
-def module_groups(config: dict[str, Any]) -> str:
-    """Which optional guest modules (vm/initramfs.py OPTIONAL_MODULES) this VM needs."""
+def module_groups(config: dict[str, Any]) -> list[str]:
+    """Which optional guest modules (vm/initramfs.py OPTIONAL_MODULES) this VM needs: its
+    initramfs carries them and the agent loads them (``isobox.modules=``)."""
     groups = []
     if any(ns.get("type") == "network" and ns.get("path")
            for ns in (config.get("linux") or {}).get("namespaces") or []):
@@ -272,6 +273,11 @@ def module_groups(config: dict[str, Any]) -> str:
         groups.append("9p")
     if is_system(config):
         groups.append("balloon")
+    return groups
+
+
+def modules_cmdline(config: dict[str, Any]) -> str:
+    groups = module_groups(config)
     return f"isobox.modules={','.join(groups)}" if groups else ""
 
 
