@@ -154,18 +154,17 @@ def push_image(store: ImageStore, source: str, destination: str | None = None, *
     known = {d: sources_of(store, d, ref.registry) for d in [*blobs, rec.manifest.config.digest]}
     counts = {"exists": 0, "mounted": 0, "uploaded": 0}
     repo = ref.repository
+    cfg = rec.manifest.config
     with RegistryClient(ref.registry, options, credentials) as client:
+        # the layers and the config together (as Docker does); the manifest once all are in
         with ThreadPoolExecutor(max(1, options.parallel), "isobox-push") as pool:
             futures = [pool.submit(push_blob, store, client, repo, d, s, known[d], progress)
-                       for d, s in blobs.items()]
+                       for d, s in {**blobs, cfg.digest: cfg.size}.items()]
             errors = [e for f in futures if (e := f.exception()) is not None]
             if errors:
                 raise errors[0]
             for f in futures:
                 counts[f.result()] += 1
-        cfg = rec.manifest.config
-        counts[push_blob(store, client, repo, cfg.digest, cfg.size, known[cfg.digest],
-                         progress)] += 1
         answered = client.put_manifest(repo, tag, data, rec.manifest_media_type)
     digest = sha256_of(data)
     if answered and answered != digest:
