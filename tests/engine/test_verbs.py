@@ -8,6 +8,8 @@ import io
 import json
 import os
 import re
+import select
+import subprocess
 import tarfile
 import time
 
@@ -346,3 +348,42 @@ def test_attach_streams_output_and_exit_code(isobox: Isobox) -> None:
     assert r.stdout == "hi\n" and r.returncode == 4, r
     err = isobox("attach", name, check=False)
     assert err.returncode == 1 and "You cannot attach to a stopped container" in err.stderr
+
+
+def _read_until(proc: subprocess.Popen[bytes], want: bytes, timeout: float = 20) -> bytes:
+    assert proc.stdout is not None
+    got = b""
+    deadline = time.monotonic() + timeout
+    while want not in got and time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            got += chunk
+    return got
+
+
+def test_detached_interactive_stdin_survives_an_attach_client(isobox: Isobox) -> None:
+    """`run -d -i` (StdinOnce false): a client leaving does not close the container's stdin,
+    the next attach still writes to it; `create -i` and `run -i` are StdinOnce."""
+    _, name = run_detached(isobox, "-i", cmd=("cat",))
+    assert inspect(isobox, name)["Config"]["StdinOnce"] is False
+    for word in (b"one", b"two"):
+        client = isobox.popen("attach", name, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL)
+        assert client.stdin is not None
+        time.sleep(0.5)  # attached before writing
+        client.stdin.write(word + b"\n")
+        client.stdin.flush()
+        try:
+            assert word in _read_until(client, word), word
+        finally:
+            client.kill()  # the client leaves without a detach sequence
+            client.wait()
+        time.sleep(0.5)
+        assert inspect(isobox, name)["State"]["Running"] is True, word
+    isobox("rm", "-f", name)
+    created = isobox("create", "-i", "--network", "none", "busybox", "cat").stdout.strip()
+    assert inspect(isobox, created)["Config"]["StdinOnce"] is True
+    isobox("rm", "-f", created)

@@ -87,6 +87,7 @@ def create_body(opts: CreateOptions) -> dict[str, Any]:
         "Image": opts.image, "Hostname": opts.hostname, "User": opts.user,
         "WorkingDir": opts.workdir, "Env": list(opts.env), "Labels": dict(opts.labels),
         "Tty": opts.tty, "OpenStdin": opts.open_stdin, "AttachStdin": opts.open_stdin,
+        "StdinOnce": opts.stdin_once,
         "AttachStdout": True, "AttachStderr": True, "StopSignal": opts.stop_signal,
         "HostConfig": hc,
     }

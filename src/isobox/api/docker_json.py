@@ -150,7 +150,8 @@ def create_options(body: Any, name: str) -> CreateOptions:
         name=name, hostname=_str(body, "Hostname", ""), user=_str(body, "User", ""),
         workdir=_str(body, "WorkingDir", ""), env=_env(body),
         labels=_str_map(body, "Labels", ""), tty=_bool(body, "Tty", ""),
-        open_stdin=_bool(body, "OpenStdin", ""), mounts=_mounts(hc),
+        open_stdin=_bool(body, "OpenStdin", ""), stdin_once=_bool(body, "StdinOnce", ""),
+        mounts=_mounts(hc),
         ports=_ports(hc, body, publish_all), publish_all=publish_all, network=network,
         network_aliases=_aliases(body, network),
         add_hosts=tuple(_checked("HostConfig.ExtraHosts", parse.parse_add_host, h)

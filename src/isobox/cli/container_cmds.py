@@ -86,7 +86,7 @@ def run(obj: CliContext, /, detach: bool, sig_proxy: bool, **kw: Any) -> None:
     """Create and run a new container from an image."""
     from isobox.engine.start import start_container
 
-    engine, cid, opts = _create(obj, kw)
+    engine, cid, opts = _create(obj, {**kw, "detach": detach})
     if detach:
         try:
             start_container(engine, cid)

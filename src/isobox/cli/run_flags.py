@@ -142,7 +142,9 @@ def build_options(kw: dict[str, Any]) -> CreateOptions:
         image=kw["image"], command=tuple(kw["command"]) or None, entrypoint=entrypoint,
         name=kw["name"], hostname=kw["hostname"], user=kw["user"], workdir=kw["workdir"],
         env=tuple(env), labels=parse.parse_labels(kw["label"]), tty=kw["tty"],
-        open_stdin=kw["interactive"], mounts=tuple(mounts),
+        # Docker's StdinOnce: set by -i, except for `run -d -i`
+        open_stdin=kw["interactive"], stdin_once=kw["interactive"] and not kw.get("detach"),
+        mounts=tuple(mounts),
         ports=parse.parse_ports(kw["publish"]), publish_all=kw["publish_all"],
         network=kw["network"], network_aliases=tuple(kw["network_alias"]),
         add_hosts=tuple(parse.parse_add_host(h) for h in kw["add_host"]),

@@ -232,7 +232,7 @@ def _config(row: ContainerRow, spec: dict[str, Any]) -> dict[str, Any]:
         "ExposedPorts": _exposed(opts) or None,
         "Tty": bool(opts.get("tty")),
         "OpenStdin": bool(opts.get("open_stdin")),
-        "StdinOnce": False,
+        "StdinOnce": bool(opts.get("stdin_once")),
         "Env": list(process.get("env") or opts.get("env") or []),
         "Cmd": list(cmd) if cmd is not None else None,
         "Healthcheck": _health_config(opts),

@@ -53,6 +53,7 @@ class MonitorRequest:
     log_max_file: int = 1              # >1: keep that many generations (engine/logrotate.py)
     terminal: bool = False
     stdin: bool = False
+    leave_stdin_open: bool = False     # a client's disconnect does not close the stdin
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -71,6 +72,8 @@ def monitor_argv(req: MonitorRequest) -> list[str]:
         argv.append("-t")
     if req.stdin:
         argv.append("-i")
+        if req.leave_stdin_open:
+            argv.append("--leave-stdin-open")
     if req.exit_command:
         argv += ["--exit-command", req.exit_command[0]]
         for arg in req.exit_command[1:]:

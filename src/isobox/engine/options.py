@@ -89,6 +89,9 @@ class CreateOptions:
     labels: dict[str, str] = field(default_factory=dict)
     tty: bool = False
     open_stdin: bool = False
+    # Docker's StdinOnce: the stdin closes when the first attached client leaves (`run -i`,
+    # `create -i`); with `run -d -i` it stays open for the next attach.
+    stdin_once: bool = False
     mounts: tuple[MountSpec, ...] = ()
     ports: tuple[PortSpec, ...] = ()
     publish_all: bool = False

@@ -81,7 +81,8 @@ def start_locked(engine: Engine, row: ContainerRow, *, attach: bool = False,
             exit_dir=lay.exits_dir, persist_dir=persist,
             exit_command=exit_hook_command(lay.root, lay.run_dir, cid, marker),
             log_size_max=log_size, log_max_file=log_files, terminal=bool(opts.get("tty")),
-            stdin=bool(opts.get("open_stdin"))))
+            stdin=bool(opts.get("open_stdin")),
+            leave_stdin_open=not opts.get("stdin_once")))
         try:
             if attach:
                 from isobox.engine.attach import AttachSession
