@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posix
 from typing import Any
 
 import pytest
@@ -160,6 +161,7 @@ def test_state_round_trip_touches_no_file(monkeypatch: pytest.MonkeyPatch) -> No
         raise AssertionError("from_state opened a file")
 
     monkeypatch.setattr(os, "open", no_files)
+    monkeypatch.setattr(posix, "open", no_files)  # the cgroups package calls posix directly
     monkeypatch.setattr("builtins.open", no_files)
     again = CgroupManager.from_state(fastjson.loads(text))
     monkeypatch.undo()

@@ -1,7 +1,7 @@
 """Linux capabilities: names <-> numbers, capget/capset, the bounding and ambient sets.
 
-Importing this module costs nothing beyond the name table: ``ctypes`` (through
-``isobox.linux.syscalls``) is imported on the first call that touches the kernel, so the
+Importing this module costs nothing beyond the name table: ``isobox.linux.syscalls`` (and
+its C binding) is imported on the first call that touches the kernel, so the
 ``oci`` layer can use :func:`parse_caps` and :func:`number` for validation for free.
 
 Order the runtime must use in the container's init process (as runc's ``finalizeNamespace``)::
@@ -139,10 +139,10 @@ def read_status(pid: int | str = "self") -> dict[str, int]:
 # -- capget / capset -------------------------------------------------------------------------
 
 def _capdata(effective: int = 0, permitted: int = 0, inheritable: int = 0) -> Any:
-    import ctypes
+    from isobox.linux.libc import c_uint32
 
     # struct __user_cap_data_struct[2]: {effective, permitted, inheritable} x (low, high) 32 bits
-    data = (ctypes.c_uint32 * 6)(
+    data = (c_uint32 * 6)(
         effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF,
         effective >> 32, permitted >> 32, inheritable >> 32,
     )
@@ -151,11 +151,10 @@ def _capdata(effective: int = 0, permitted: int = 0, inheritable: int = 0) -> An
 
 def capget(pid: int = 0) -> tuple[int, int, int]:
     """capget(2) of ``pid`` (0: the calling thread) -> (effective, permitted, inheritable)."""
-    import ctypes
-
     from isobox.linux import syscalls
+    from isobox.linux.libc import c_uint32
 
-    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, pid)
+    header = (c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, pid)
     data = _capdata()
     syscalls._check(syscalls._syscall(_NR_CAPGET, header, data), "capget")
     return (data[0] | data[3] << 32, data[1] | data[4] << 32, data[2] | data[5] << 32)
@@ -163,11 +162,10 @@ def capget(pid: int = 0) -> tuple[int, int, int]:
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """capset(2) of the calling thread with three 64-bit masks."""
-    import ctypes
-
     from isobox.linux import syscalls
+    from isobox.linux.libc import c_uint32
 
-    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    header = (c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
     data = _capdata(effective, permitted, inheritable)
     syscalls._check(syscalls._syscall(_NR_CAPSET, header, data), "capset")
 

@@ -1,18 +1,26 @@
-"""ctypes wrappers for mount, namespaces, pivot_root, prctl, openat2 and friends.
+"""Wrappers for mount, namespaces, pivot_root, prctl, openat2 and friends.
 
 Every wrapper raises ``OSError`` with the errno and the offending path, like ``os`` does.
-``ctypes`` is imported when this module is, so the runtime imports it only on the paths
-that need a syscall (create, exec), keeping ``start``/``state``/``delete`` lean.
+The C calls go through :mod:`isobox.linux.libc` (``_ctypes`` without the cost of importing
+:mod:`ctypes`); the runtime imports this module only on the paths that need a syscall
+(create, exec), keeping ``start``/``state``/``delete`` lean.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+from isobox.linux import libc as C
+
+_syscall = C.function("syscall", C.c_long)
+_mount = C.function("mount")
+_umount2 = C.function("umount2")
+_unshare = C.function("unshare")
+_setdomainname = C.function("setdomainname")
+_sethostname = C.function("sethostname")
+_prctl = C.function("prctl")
+_fstatfs = C.function("fstatfs")
+_statfs = C.function("statfs")
 
 # Namespaces (linux/sched.h)
 CLONE_NEWTIME = 0x00000080
@@ -102,7 +110,7 @@ TMPFS_MAGIC = 0x01021994
 
 def _check(ret: int, what: str, path: str | None = None) -> int:
     if ret < 0:
-        err = ctypes.get_errno()
+        err = C.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}", path)
     return ret
 
@@ -114,16 +122,16 @@ def _b(s: str | None) -> bytes | None:
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
     """mount(2). ``target`` may be ``/proc/self/fd/N`` of an O_PATH fd (mount through a handle)."""
-    ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    ret = _mount(_b(source), _b(target), _b(fstype), C.c_ulong(flags), _b(data))
     _check(ret, f"mount {source or fstype or ''} on {target}", target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), flags), f"umount {target}", target)
+    _check(_umount2(_b(target), flags), f"umount {target}", target)
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
+    _check(_unshare(flags), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
@@ -136,13 +144,12 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def setdomainname(name: str) -> None:
     raw = name.encode()
-    _check(_libc.setdomainname(raw, len(raw)), "setdomainname")
+    _check(_setdomainname(raw, len(raw)), "setdomainname")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(
-        _libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4),
-                    ctypes.c_ulong(arg5)),
+        _prctl(option, C.c_ulong(arg2), C.c_ulong(arg3), C.c_ulong(arg4), C.c_ulong(arg5)),
         f"prctl({option})",
     )
 
@@ -156,52 +163,51 @@ def ioprio_set(which: int, who: int, ioprio: int) -> None:
     _check(_syscall(_NR["ioprio_set"], which, who, ioprio), "ioprio_set")
 
 
-class _SchedAttr(ctypes.Structure):
+class _SchedAttr(C.Structure):
     _fields_ = [
-        ("size", ctypes.c_uint32),
-        ("sched_policy", ctypes.c_uint32),
-        ("sched_flags", ctypes.c_uint64),
-        ("sched_nice", ctypes.c_int32),
-        ("sched_priority", ctypes.c_uint32),
-        ("sched_runtime", ctypes.c_uint64),
-        ("sched_deadline", ctypes.c_uint64),
-        ("sched_period", ctypes.c_uint64),
+        ("size", C.c_uint32),
+        ("sched_policy", C.c_uint32),
+        ("sched_flags", C.c_uint64),
+        ("sched_nice", C.c_int32),
+        ("sched_priority", C.c_uint32),
+        ("sched_runtime", C.c_uint64),
+        ("sched_deadline", C.c_uint64),
+        ("sched_period", C.c_uint64),
     ]
 
 
 def sched_setattr(pid: int, policy: int, flags: int = 0, nice: int = 0, priority: int = 0,
                   runtime: int = 0, deadline: int = 0, period: int = 0) -> None:
-    attr = _SchedAttr(ctypes.sizeof(_SchedAttr), policy, flags, nice, priority, runtime,
+    attr = _SchedAttr(C.sizeof(_SchedAttr), policy, flags, nice, priority, runtime,
                       deadline, period)
-    _check(_syscall(_NR["sched_setattr"], pid, ctypes.byref(attr), 0), "sched_setattr")
+    _check(_syscall(_NR["sched_setattr"], pid, C.byref(attr), 0), "sched_setattr")
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
+class _OpenHow(C.Structure):
+    _fields_ = [("flags", C.c_uint64), ("mode", C.c_uint64), ("resolve", C.c_uint64)]
 
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     """openat2(2); the fd it returns is always O_CLOEXEC."""
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    ret = _syscall(_NR["openat2"], dirfd, _b(path), ctypes.byref(how), ctypes.sizeof(how))
+    ret = _syscall(_NR["openat2"], dirfd, _b(path), C.byref(how), C.sizeof(how))
     return _check(ret, f"openat2 {path}", path)
 
 
-class _StatFs(ctypes.Structure):
-    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_long * 15)]
+class _StatFs(C.Structure):
+    _fields_ = [("f_type", C.c_long), ("_rest", C.c_long * 15)]
 
 
 def fstatfs_type(fd: int) -> int:
     """The filesystem magic of the file ``fd`` refers to (e.g. PROC_SUPER_MAGIC)."""
     buf = _StatFs()
-    _check(_libc.fstatfs(fd, ctypes.byref(buf)), "fstatfs")
+    _check(_fstatfs(fd, C.byref(buf)), "fstatfs")
     return int(buf.f_type)
 
 
 def statfs_type(path: str) -> int:
     buf = _StatFs()
-    _check(_libc.statfs(_b(path), ctypes.byref(buf)), f"statfs {path}", path)
+    _check(_statfs(_b(path), C.byref(buf)), f"statfs {path}", path)
     return int(buf.f_type)
 
 
@@ -219,7 +225,7 @@ def fsmount_new(fstype: str, attrs: int = 0) -> int:
 
 def sethostname(name: str) -> None:
     raw = name.encode()
-    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+    _check(_sethostname(raw, len(raw)), "sethostname")
 
 
 NS_GET_NSTYPE = 0xB703

@@ -146,12 +146,6 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         linux = config.get("linux", {})
         mgr = CgroupManager(resolve_path(linux.get("cgroupsPath"), cid))
         mgr.create()
-        from isobox.runtime.devices_policy import effective_resources
-
-        resources = effective_resources(config)
-        # The pids limit is applied once stage A has forked the init: a limit of 0 or 1
-        # (runc: "0 means 1") must not stop the runtime's own fork.
-        pids_limit = resources.pop("pids", None)
         if config["process"].get("terminal"):
             from isobox.runtime.console import connect_console_socket
 
@@ -187,8 +181,14 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         if console_fd >= 0:
             os.close(console_fd)
             console_fd = -1
-        # The limits are written while the init stages set up (two cores): stage B runs no
-        # code of the container's before the "cg" message, which follows this.
+        # The limits are worked out and written while the init stages set up (two cores):
+        # stage B runs no code of the container's before the "cg" message, which follows.
+        from isobox.runtime.devices_policy import effective_resources
+
+        resources = effective_resources(config)
+        # The pids limit is applied once stage A has forked the init: a limit of 0 or 1
+        # (runc: "0 means 1") must not stop the runtime's own fork.
+        pids_limit = resources.pop("pids", None)
         mgr.apply(resources)
         host_pid = _drive_init(parent, pid_a, config, cid, bundle, mgr, pids_limit,
                                direct_pid or 0)

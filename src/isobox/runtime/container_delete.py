@@ -5,7 +5,7 @@ Only the cgroups this runtime created are removed; the state directory goes last
 
 from __future__ import annotations
 
-import os
+import posix  # not os: see isobox.runtime.state
 
 from isobox.errors import ConflictError, IsoboxError
 from isobox.runtime.state import ContainerState, StateStore
@@ -15,13 +15,13 @@ def _wait_exit(pid: int, timeout: float) -> bool:
     import select
 
     try:
-        pidfd = os.pidfd_open(pid)
+        pidfd = posix.pidfd_open(pid)
     except OSError:
         return True
     try:
         return bool(select.select([pidfd], [], [], timeout)[0])
     finally:
-        os.close(pidfd)
+        posix.close(pidfd)
 
 
 def destroy(store: StateStore, st: ContainerState) -> None:
@@ -39,7 +39,7 @@ def destroy(store: StateStore, st: ContainerState) -> None:
         except (IsoboxError, OSError):
             pass
         try:
-            os.kill(st.pid, 9)
+            posix.kill(st.pid, 9)
         except OSError:
             pass
         _wait_exit(st.pid, 10.0)

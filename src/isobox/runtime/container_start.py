@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix  # not os: see isobox.runtime.state
 
 from isobox.errors import ConflictError, SystemSetupError
 from isobox.runtime.state import ContainerState, StateStore
@@ -25,17 +25,17 @@ def start(store: StateStore, cid: str) -> ContainerState:
         hook_fd = open_start_fifo(st.dir)
     try:
         # Before the fifo: once released, the process may run, exit and be reaped at once.
-        pidfd = os.pidfd_open(st.pid)
+        pidfd = posix.pidfd_open(st.pid)
     except OSError:
         if hook_fd >= 0:
-            os.close(hook_fd)
+            posix.close(hook_fd)
         raise ConflictError("cannot start a container that has stopped") from None
     try:
-        fd = os.open(st.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = posix.open(st.fifo_path, posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC)
     except FileNotFoundError:
-        os.close(pidfd)
+        posix.close(pidfd)
         if hook_fd >= 0:
-            os.close(hook_fd)
+            posix.close(hook_fd)
         raise ConflictError("cannot start an already running container") from None
     try:
         poller = select.poll()
@@ -44,17 +44,17 @@ def start(store: StateStore, cid: str) -> ContainerState:
         while True:
             events = dict(poller.poll())
             if fd in events:
-                data = os.read(fd, 16)
+                data = posix.read(fd, 16)
                 if not data:
                     raise ConflictError("cannot start an already running container")
                 break
             if pidfd in events:
                 raise SystemSetupError("the container's init process exited before start")
     finally:
-        os.close(fd)
-        os.close(pidfd)
+        posix.close(fd)
+        posix.close(pidfd)
     try:
-        os.unlink(st.fifo_path)
+        posix.unlink(st.fifo_path)
     except FileNotFoundError:
         pass
     if hook_fd >= 0:

@@ -287,9 +287,8 @@ def _hook_state(p: InitParams, pid: int, status: str) -> dict[str, Any]:
 
 
 def _set_personality(pers: dict[str, Any]) -> None:
-    import ctypes
+    from isobox.linux import libc  # imported with syscalls, before pivot_root
 
     domain = {"LINUX": 0x0000, "LINUX32": 0x0008}[pers.get("domain", "LINUX")]
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.personality(ctypes.c_ulong(domain)) < 0:
-        raise OSError(ctypes.get_errno(), "personality")
+    if libc.function("personality")(libc.c_ulong(domain)) < 0:
+        raise OSError(libc.get_errno(), "personality")
