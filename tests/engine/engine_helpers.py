@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
+import time
 from typing import Any
 
 from harness import RUN_PREFIX, mounts_under
@@ -149,3 +151,18 @@ def cgroup_parents(root: str) -> list[str]:
         if os.path.isdir(path):
             out.append(path)
     return out
+
+
+def read_until(proc: subprocess.Popen[bytes], marker: bytes, timeout: float = 20) -> bytes:
+    """What ``proc`` writes to its stdout pipe until ``marker`` shows, EOF or ``timeout``."""
+    assert proc.stdout is not None
+    seen = b""
+    end = time.monotonic() + timeout
+    while marker not in seen and time.monotonic() < end:
+        r, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if r:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            seen += chunk
+    return seen

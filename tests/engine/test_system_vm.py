@@ -8,14 +8,13 @@ through ACPI/systemd and removes it. The bootstrapped image is cached as an arch
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 
 import pytest
-from engine_helpers import Isobox
+from engine_helpers import Isobox, read_until
 
 from harness import RUN_PREFIX
 
@@ -93,20 +92,6 @@ def debian(isobox: Isobox) -> Iterator[str]:
     yield "debian:bookworm"
 
 
-def _read_until(proc: subprocess.Popen[bytes], marker: bytes, timeout: float) -> bytes:
-    assert proc.stdout is not None
-    seen = b""
-    end = time.monotonic() + timeout
-    while marker not in seen and time.monotonic() < end:
-        r, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if r:
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            seen += chunk
-    return seen
-
-
 @pytest.mark.vm
 @pytest.mark.slow
 def test_debian_boots_to_login_exec_stop_rm(isobox: Isobox, debian: str) -> None:
@@ -126,7 +111,7 @@ def test_debian_boots_to_login_exec_stop_rm(isobox: Isobox, debian: str) -> None
         while b"login:" not in seen and time.monotonic() < deadline:
             con.stdin.write(b"\r")
             con.stdin.flush()
-            seen += _read_until(con, b"login:", 10)
+            seen += read_until(con, b"login:", 10)
         boot_s = time.monotonic() - t0
         assert b"login:" in seen, seen[-2000:]
         print(f"\nsystem VM boot to login prompt (TCG): {boot_s:.1f} s")

@@ -8,13 +8,12 @@ import io
 import json
 import os
 import re
-import select
 import subprocess
 import tarfile
 import time
 
 import pytest
-from engine_helpers import Isobox
+from engine_helpers import Isobox, read_until
 from verbs_helpers import cgroup_file, dead_pid, inspect, run_detached
 
 from harness import RUN_PREFIX, mounts_under, unique_id
@@ -350,20 +349,6 @@ def test_attach_streams_output_and_exit_code(isobox: Isobox) -> None:
     assert err.returncode == 1 and "You cannot attach to a stopped container" in err.stderr
 
 
-def _read_until(proc: subprocess.Popen[bytes], want: bytes, timeout: float = 20) -> bytes:
-    assert proc.stdout is not None
-    got = b""
-    deadline = time.monotonic() + timeout
-    while want not in got and time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            got += chunk
-    return got
-
-
 def test_detached_interactive_stdin_survives_an_attach_client(isobox: Isobox) -> None:
     """`run -d -i` (StdinOnce false): a client leaving does not close the container's stdin,
     the next attach still writes to it; `create -i` and `run -i` are StdinOnce."""
@@ -377,7 +362,7 @@ def test_detached_interactive_stdin_survives_an_attach_client(isobox: Isobox) ->
         client.stdin.write(word + b"\n")
         client.stdin.flush()
         try:
-            assert word in _read_until(client, word), word
+            assert word in read_until(client, word), word
         finally:
             client.kill()  # the client leaves without a detach sequence
             client.wait()
