@@ -178,8 +178,12 @@ def rmi_alias(obj: CliContext, force: bool, names: tuple[str, ...]) -> None:
 @click.option("-f", "--force", is_flag=True, help="Do not prompt (isobox never prompts).")
 @pass_ctx
 def image_prune(obj: CliContext, all_: bool, force: bool) -> None:
-    """Remove unused images and garbage-collect blobs and layers."""
+    """Remove unused images and garbage-collect blobs and layers (and the VM root disks
+    of images that are gone)."""
+    from isobox.engine.vm_disk import prune_base_disks
+
     deleted, freed = obj.store.prune(all_images=all_)
+    freed += prune_base_disks(obj.engine)[1]
     if deleted:
         click.echo("Deleted Images:")
         for d in deleted:

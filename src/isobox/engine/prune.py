@@ -1,6 +1,7 @@
 """``system prune``: remove stopped containers (and the debris of killed creates), unused user
 networks, dangling (or, with ``all_images``, all unused) images and, with ``volumes``, unused
-anonymous volumes; then drop network state of containers that no longer exist.
+anonymous volumes; then drop network state of containers that no longer exist, and the
+cached VM root disks (``<root>/vm/rootfs``) of images that are gone.
 
 Each step is also a prune of its own (``container/network/volume prune``, the API's
 ``POST /…/prune``) with Docker's filters: ``until``, ``label``, ``label!`` and, for volumes,
@@ -149,5 +150,9 @@ def prune_system(engine: Engine, *, all_images: bool = False, volumes: bool = Fa
         prune_volumes(engine, report)
     deleted, freed = engine.store.prune(all_images=all_images)
     report.images.extend(deleted)
+    report.space_reclaimed += freed
+    from isobox.engine.vm_disk import prune_base_disks
+
+    _gone, freed = prune_base_disks(engine)  # VM root disks of images no longer there
     report.space_reclaimed += freed
     return report
