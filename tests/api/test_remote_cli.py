@@ -63,6 +63,7 @@ def test_lists_inspect_and_info_print_the_same(isobox: Isobox, remote: Remote) -
                  ("inspect", a), ("inspect", "busybox"), ("container", "inspect", b),
                  ("inspect", "-f", "{{.State.Status}} {{.Name}}", a), ("images",),
                  ("images", "-q"), ("images", "--digests"), ("image", "inspect", "busybox"),
+                 ("image", "inspect", "-f", "{{.Id}} {{json .Config.Cmd}}", "busybox"),
                  ("info",), ("system", "info", "-f", "{{.Isobox.Cgroups.layout}}"),
                  ("version",), ("network", "ls"), ("network", "inspect", "bridge"),
                  ("volume", "ls"), ("vm", "ls"), ("snapshot", "ls", a)):

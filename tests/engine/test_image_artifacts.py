@@ -71,6 +71,7 @@ def test_vm_root_disk_is_pruned_with_its_image(isobox: Isobox,
     isobox("create", "--isolation", "vm", "--network", "none", "--name", other, "busybox", "true")
     isobox("rm", other)
     busybox_id = json.loads(isobox("image", "inspect", "busybox").stdout)[0]["Id"]
+    assert isobox("image", "inspect", "-f", "{{.Id}}", "busybox").stdout == busybox_id + "\n"
     kept = os.path.join(isobox.root, "vm", "rootfs", busybox_id.removeprefix("sha256:") + ".ext4")
     isobox("system", "prune", "-f")
     assert os.path.isfile(kept)

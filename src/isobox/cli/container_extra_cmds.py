@@ -113,7 +113,7 @@ def render_template(fmt: str, obj: Any) -> str:
     return "".join(out)
 
 
-def _print_objects(objs: list[Any], fmt: str) -> None:
+def print_objects(objs: list[Any], fmt: str) -> None:
     if not fmt:
         from isobox.cli.output import print_json
 
@@ -148,7 +148,7 @@ def _inspect(obj: CliContext, names: tuple[str, ...], fmt: str, size: bool, kind
         except NotFoundError:
             click.echo(f"isobox: error: No such object: {name}", err=True)
             failed = True
-    _print_objects(found, fmt)
+    print_objects(found, fmt)
     if failed:
         raise click.exceptions.Exit(1)
 

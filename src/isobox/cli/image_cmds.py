@@ -81,13 +81,16 @@ def images_alias(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bo
 
 
 @image.command("inspect")
+@click.option("-f", "--format", "fmt", default="",
+              help="json, or a Go template such as '{{.Id}}' (one line per image).")
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
-def image_inspect(obj: CliContext, names: tuple[str, ...]) -> None:
+def image_inspect(obj: CliContext, fmt: str, names: tuple[str, ...]) -> None:
     """Show an image's configuration as JSON."""
+    from isobox.cli.container_extra_cmds import print_objects
     from isobox.images.inspect import inspect_image
 
-    print_json([inspect_image(obj.store.resolve(n)) for n in names])
+    print_objects([inspect_image(obj.store.resolve(n)) for n in names], fmt)
 
 
 @image.command("history")

@@ -204,7 +204,7 @@ def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
 
 
 def _inspect(obj: CliContext, names: tuple[str, ...], fmt: str, size: bool, kind: str) -> None:
-    from isobox.cli.container_extra_cmds import _print_objects
+    from isobox.cli.container_extra_cmds import print_objects
 
     found: list[Any] = []
     failed = False
@@ -223,7 +223,7 @@ def _inspect(obj: CliContext, names: tuple[str, ...], fmt: str, size: bool, kind
         except NotFoundError:
             click.echo(f"isobox: error: No such object: {name}", err=True)
             failed = True
-    _print_objects(found, fmt)
+    print_objects(found, fmt)
     if failed:
         raise click.exceptions.Exit(1)
 

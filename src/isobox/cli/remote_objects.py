@@ -49,8 +49,10 @@ def images(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool) ->
 
 
 @remote("image inspect")
-def image_inspect(obj: CliContext, names: tuple[str, ...]) -> None:
-    print_json([obj.client.image_document(n) for n in names])
+def image_inspect(obj: CliContext, fmt: str, names: tuple[str, ...]) -> None:
+    from isobox.cli.container_extra_cmds import print_objects
+
+    print_objects([obj.client.image_document(n) for n in names], fmt)
 
 
 @remote("rmi", "image rm")
