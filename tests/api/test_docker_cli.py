@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -147,6 +148,22 @@ def test_stats_cp_and_rm_of_a_running_container(docker: Docker) -> None:
     p = docker("rm", name, check=False)
     assert p.returncode != 0 and "stop the container before removing" in p.stderr
     docker("rm", "-f", name)
+
+
+def test_export_writes_the_containers_filesystem(docker: Docker) -> None:
+    name = unique_id("ex")
+    docker("run", "--name", name, "busybox", "sh", "-c", "echo mine > /made-here")
+    with tempfile.TemporaryDirectory(prefix="ibx-api-export-") as d:
+        out = os.path.join(d, "fs.tar")
+        docker("export", "-o", out, name)
+        with tarfile.open(out) as t:
+            names = t.getnames()
+            assert "bin/busybox" in names and "made-here" in names
+            member = t.extractfile("made-here")
+            assert member is not None and member.read() == b"mine\n"
+        p = docker("export", "-o", out, "ibx-no-such-container", check=False)
+        assert p.returncode != 0 and "No such container: ibx-no-such-container" in p.stderr
+    docker("rm", name)
 
 
 def test_containers_of_the_isobox_cli_show_in_docker(docker: Docker, isobox: Isobox) -> None:

@@ -1,5 +1,5 @@
 """Container endpoints that stream: attach (hijacked or websocket), wait, logs, stats, and
-the archive (``docker cp``) endpoints."""
+the archive (``docker cp``) and export endpoints."""
 
 from __future__ import annotations
 
@@ -178,6 +178,25 @@ def archive_get(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
                             before=body.open)
     assert body.out is not None
     body.out.close()
+
+
+@route("GET", "/containers/{id}/export")
+def export(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
+    """``docker export``: the container's merged root filesystem as an uncompressed tar (an
+    unknown container is a 404 before any byte of the body)."""
+    from isobox.api.routes_image_io import TarBody
+    from isobox.images.rootfs_import import export_snapshot
+    from isobox.images.snapshots import Snapshots
+
+    body = TarBody(ex)
+    with state.engine() as engine:
+        row = engine.db.resolve(params["id"])
+        if row.options.get("isolation") == "vm":
+            raise ApiError(400, f"container {params['id']} is a VM: its filesystem is in a "
+                                f"disk image; use GET /containers/{{id}}/archive?path=/")
+        Snapshots(engine.store).get(row.id)
+        export_snapshot(engine.store, row.id, cast(BinaryIO, body))
+    body.close()
 
 
 @route("PUT", "/containers/{id}/archive")

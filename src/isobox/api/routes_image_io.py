@@ -26,7 +26,7 @@ TAR_CHUNK = 256 << 10
 PROGRESS_INTERVAL = 0.25  # seconds between two "Downloading"/"Pushing" lines of one blob
 
 
-class _TarBody:
+class TarBody:
     """A ``application/x-tar`` chunked body started by the first write (so an unknown image
     is still a 404), written in chunks of 256 KiB rather than tarfile's 10 KiB records."""
 
@@ -95,7 +95,7 @@ def _save(state: ApiState, ex: Exchange, names: list[str]) -> None:
 
     if not names:
         raise ApiError(400, "names: at least one image is required")
-    body = _TarBody(ex)
+    body = TarBody(ex)
     with state.engine() as engine:
         for name in names:
             resolve_image(engine.store, name)
