@@ -88,7 +88,9 @@ def test_stream_params_logs_replay_and_text_frames(api: str) -> None:
 
 
 def test_ping_close_and_detach(api: str) -> None:
-    cid = _create(api, ["sh", "-c", "cat; echo stdin-closed; sleep 60"], OpenStdin=True)
+    # StdinOnce (as `docker run -i` sends): the first client's end closes the input
+    cid = _create(api, ["sh", "-c", "cat; echo stdin-closed; sleep 60"], OpenStdin=True,
+                  StdinOnce=True)
     assert raw(api, "POST", f"/containers/{cid}/start")[0] == 204
     ws = _ws(api, f"/containers/{cid}/attach/ws?stream=1&stdin=1&stdout=1")
     ws.send(b"hey", opcode=9)  # ping
@@ -98,7 +100,8 @@ def test_ping_close_and_detach(api: str) -> None:
     ws.send(b"\x03\xe8", opcode=8)  # close (1000): the server answers it and ends
     frames, closed = ws.read_until_close()
     assert closed and frames == []
-    # the client's close ended the container's input, as a hijacked half-close does
+    # the client's close ended the container's input (StdinOnce), as a hijacked half-close
+    # does
     deadline = time.monotonic() + 10
     logs = b""
     while b"stdin-closed" not in logs and time.monotonic() < deadline:
