@@ -185,17 +185,13 @@ def export(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
     """``docker export``: the container's merged root filesystem as an uncompressed tar (an
     unknown container is a 404 before any byte of the body)."""
     from isobox.api.routes_image_io import TarBody
+    from isobox.engine.copy import export_snapshot_id
     from isobox.images.rootfs_import import export_snapshot
-    from isobox.images.snapshots import Snapshots
 
     body = TarBody(ex)
     with state.engine() as engine:
-        row = engine.db.resolve(params["id"])
-        if row.options.get("isolation") == "vm":
-            raise ApiError(400, f"container {params['id']} is a VM: its filesystem is in a "
-                                f"disk image; use GET /containers/{{id}}/archive?path=/")
-        Snapshots(engine.store).get(row.id)
-        export_snapshot(engine.store, row.id, cast(BinaryIO, body))
+        snapshot = export_snapshot_id(engine, params["id"])
+        export_snapshot(engine.store, snapshot, cast(BinaryIO, body))
     body.close()
 
 

@@ -93,11 +93,10 @@ def prune(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
     dangling = [v.lower() for v in filters.get("dangling") or ["true"]]
     if dangling not in (["true"], ["1"], ["false"], ["0"]):
         raise ApiError(400, f"filters: invalid value for dangling: {','.join(dangling)}")
-    from isobox.engine.vm_disk import prune_base_disks
+    from isobox.engine.prune import prune_images
 
     with state.engine() as engine:
-        deleted, freed = engine.store.prune(all_images=dangling[0] in ("false", "0"))
-        freed += prune_base_disks(engine)[1]
+        deleted, freed = prune_images(engine, all_images=dangling[0] in ("false", "0"))
     ex.send_json(200, {"ImagesDeleted": [{"Deleted": d} for d in deleted] or None,
                        "SpaceReclaimed": freed})
 

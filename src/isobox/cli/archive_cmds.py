@@ -166,20 +166,15 @@ def image_import(obj: CliContext, changes: tuple[str, ...], message: str | None,
 def export_cmd(obj: CliContext, output: str | None, container: str) -> None:
     """Export a container's filesystem as a tar archive (a container name, ID or ID prefix,
     or a snapshot ID)."""
-    from isobox.errors import ConfigError, NotFoundError
+    from isobox.engine.copy import export_snapshot_id
+    from isobox.errors import NotFoundError
     from isobox.images.rootfs_import import export_snapshot
 
-    snapshot = container
-    try:
-        row = obj.engine.db.resolve(container)
-    except NotFoundError:
-        row = None  # maybe a snapshot of its own (`snapshot create`)
-    if row is not None:
-        if row.options.get("isolation") == "vm":
-            raise ConfigError("export", f"{container} is a VM: its filesystem is in a disk "
-                                        f"image; copy it out with `isobox cp {container}:/ -`")
-        snapshot = row.id  # a container's root is the snapshot of the same ID
-    obj.snapshots.get(snapshot)  # fail before anything is written to the output
+    try:  # checked before anything is written to the output
+        snapshot = export_snapshot_id(obj.engine, container)
+    except NotFoundError:  # a snapshot of its own (`snapshot create`)?
+        snapshot = container
+        obj.snapshots.get(snapshot)
     with _output(output, "export") as out:
         export_snapshot(obj.store, snapshot, out)
 

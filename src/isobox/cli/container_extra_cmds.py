@@ -127,14 +127,24 @@ def print_objects(objs: list[Any], fmt: str) -> None:
 
 def _inspect(obj: CliContext, names: tuple[str, ...], fmt: str, size: bool, kind: str) -> None:
     from isobox.engine.inspect import inspect_container
+    from isobox.images.inspect import inspect_image
 
     engine = obj.engine
+    inspect_objects(names, fmt, kind,
+                    lambda name: inspect_container(engine, engine.get(name), size=size),
+                    lambda name: inspect_image(obj.store.resolve(name)))
+
+
+def inspect_objects(names: tuple[str, ...], fmt: str, kind: str,
+                    container: Callable[[str], Any], image: Callable[[str], Any]) -> None:
+    """``inspect`` (``kind`` "") / ``container inspect``: each name as a container, else as
+    an image; the documents printed together, exit 1 if any name was unknown."""
     found: list[Any] = []
     failed = False
     for name in names:
         if kind in ("", "container"):
             try:
-                found.append(inspect_container(engine, engine.get(name), size=size))
+                found.append(container(name))
                 continue
             except NotFoundError:
                 if kind == "container":
@@ -142,9 +152,7 @@ def _inspect(obj: CliContext, names: tuple[str, ...], fmt: str, size: bool, kind
                     failed = True
                     continue
         try:
-            from isobox.images.inspect import inspect_image
-
-            found.append(inspect_image(obj.store.resolve(name)))
+            found.append(image(name))
         except NotFoundError:
             click.echo(f"isobox: error: No such object: {name}", err=True)
             failed = True

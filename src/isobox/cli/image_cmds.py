@@ -183,10 +183,9 @@ def rmi_alias(obj: CliContext, force: bool, names: tuple[str, ...]) -> None:
 def image_prune(obj: CliContext, all_: bool, force: bool) -> None:
     """Remove unused images and garbage-collect blobs and layers (and the VM root disks
     of images that are gone)."""
-    from isobox.engine.vm_disk import prune_base_disks
+    from isobox.engine.prune import prune_images
 
-    deleted, freed = obj.store.prune(all_images=all_)
-    freed += prune_base_disks(obj.engine)[1]
+    deleted, freed = prune_images(obj.engine, all_images=all_)
     if deleted:
         click.echo("Deleted Images:")
         for d in deleted:

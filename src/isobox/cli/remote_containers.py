@@ -204,28 +204,10 @@ def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
 
 
 def _inspect(obj: CliContext, names: tuple[str, ...], fmt: str, size: bool, kind: str) -> None:
-    from isobox.cli.container_extra_cmds import print_objects
+    from isobox.cli.container_extra_cmds import inspect_objects
 
-    found: list[Any] = []
-    failed = False
-    for name in names:
-        if kind in ("", "container"):
-            try:
-                found.append(obj.client.instance_inspect(name, size=size))
-                continue
-            except NotFoundError:
-                if kind == "container":
-                    click.echo(f"isobox: error: No such container: {name}", err=True)
-                    failed = True
-                    continue
-        try:
-            found.append(obj.client.image_document(name))
-        except NotFoundError:
-            click.echo(f"isobox: error: No such object: {name}", err=True)
-            failed = True
-    print_objects(found, fmt)
-    if failed:
-        raise click.exceptions.Exit(1)
+    inspect_objects(names, fmt, kind, lambda name: obj.client.instance_inspect(name, size=size),
+                    obj.client.image_document)
 
 
 @remote("inspect")

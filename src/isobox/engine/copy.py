@@ -82,6 +82,19 @@ def container_root(engine: Engine, ref: str) -> Iterator[tuple[ContainerRow, int
                 engine.snapshots.unmount(snap)
 
 
+def export_snapshot_id(engine: Engine, ref: str) -> str:
+    """The snapshot ``export`` writes for container ``ref`` (its root is the snapshot of the
+    same ID), checked to exist; a VM's filesystem is in its disk image and is refused."""
+    from isobox.images.snapshots import Snapshots
+
+    row = engine.get(ref)
+    if row.options.get("isolation") == "vm":
+        raise ConfigError("export", f"{ref} is a VM: its filesystem is in a disk image; copy "
+                                    f"it out with `isobox cp {ref}:/ -`")
+    Snapshots(engine.store).get(row.id)
+    return row.id
+
+
 def _vm(engine: Engine, ref: str) -> ContainerRow | None:
     """The record of ``ref`` when it is a micro-VM: its files are on the guest's disk, reached
     through the guest agent (engine.vm_copy) instead of a mounted root filesystem."""

@@ -148,11 +148,16 @@ def prune_system(engine: Engine, *, all_images: bool = False, volumes: bool = Fa
     prune_networks(engine, report)
     if volumes:
         prune_volumes(engine, report)
-    deleted, freed = engine.store.prune(all_images=all_images)
+    deleted, freed = prune_images(engine, all_images=all_images)
     report.images.extend(deleted)
     report.space_reclaimed += freed
+    return report
+
+
+def prune_images(engine: Engine, *, all_images: bool = False) -> tuple[list[str], int]:
+    """The store's image prune, then the cached VM root disks of images no longer there:
+    (deleted image IDs, bytes reclaimed)."""
     from isobox.engine.vm_disk import prune_base_disks
 
-    _gone, freed = prune_base_disks(engine)  # VM root disks of images no longer there
-    report.space_reclaimed += freed
-    return report
+    deleted, freed = engine.store.prune(all_images=all_images)
+    return deleted, freed + prune_base_disks(engine)

@@ -66,19 +66,17 @@ def base_disk(engine: Engine, image_id: str, rootfs: str) -> str:
     return path
 
 
-def prune_base_disks(engine: Engine) -> tuple[list[str], int]:
+def prune_base_disks(engine: Engine) -> int:
     """Remove the cached root disks of images that are gone (not in the store, no container
-    made from them); returns (their image IDs, bytes freed: the disks are sparse, so the
-    blocks they held)."""
+    made from them); returns the bytes freed (the disks are sparse: the blocks they held)."""
     from isobox.filelock import locked_file
 
     cache = os.path.join(engine.layout.vm_cache, "rootfs")
     try:
         names = sorted(os.listdir(cache))
     except FileNotFoundError:
-        return [], 0
+        return 0
     used = {row.image_id for row in engine.db.all()}
-    removed: list[str] = []
     freed = 0
     for name in names:
         image_id = "sha256:" + name.removesuffix(".ext4")
@@ -90,12 +88,11 @@ def prune_base_disks(engine: Engine) -> tuple[list[str], int]:
                 continue
             freed += os.stat(path).st_blocks * 512
             os.unlink(path)
-            removed.append(image_id)
         try:
             os.unlink(path + ".lock")
         except FileNotFoundError:
             pass
-    return removed, freed
+    return freed
 
 
 def make_instance_disk(engine: Engine, image_id: str, rootfs: str, cdir: str) -> str:
