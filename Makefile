@@ -15,6 +15,9 @@ APT_PKGS := busybox-static runc podman containerd conmon uidmap iproute2 libsecc
             docker-registry skopeo debootstrap openssl tini nftables \
             qemu-system-x86 qemu-utils linux-image-amd64 gcc libc6-dev musl-tools
 STAMP    := $(VENV)/.isobox-installed
+# isobox-runtime's modules compiled into one file (scripts/build-code-bundle)
+BUNDLE   := $(VENV)/isobox-runtime.bundle
+BUNDLE_PKGS := isobox isobox.runtime isobox.oci isobox.cgroups isobox.linux
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -38,14 +41,16 @@ $(STAMP): pyproject.toml scripts/launcher scripts/install-launcher
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	scripts/install-launcher $(PY) $(VENV)/bin/isobox-runtime isobox.runtime.cli
+	scripts/install-launcher $(PY) $(VENV)/bin/isobox-runtime isobox.runtime.cli --bundle $(BUNDLE)
 	scripts/install-launcher $(PY) $(VENV)/bin/isobox-vm-runtime isobox.vm.runtime.cli --site
 	touch $(STAMP)
 
 # Bytecode, compiled ahead: this environment may set PYTHONDONTWRITEBYTECODE, and every
-# isobox-runtime call would otherwise compile its modules again (~15 ms).
+# isobox-runtime call would otherwise compile its modules again (~15 ms); and the runtime's
+# code bundle (a module edited since is imported from its source: never stale).
 pyc: $(STAMP)
 	@$(PY) -m compileall -q src >/dev/null
+	@$(PY) scripts/build-code-bundle src $(BUNDLE) $(BUNDLE_PKGS)
 
 venv: $(STAMP)
 
