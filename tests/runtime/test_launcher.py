@@ -118,6 +118,21 @@ def test_forked_child_holds_no_fd_on_the_bundle(tmp_path: Path) -> None:
     assert _run(launcher2) == (0, "parent 1\nchild 0 BBB")
 
 
+def test_future_annotations_are_a_compiler_flag_in_the_bundle(tmp_path: Path) -> None:
+    """``from __future__ import annotations`` keeps its meaning (annotations are strings, so an
+    undefined name in one is fine) without importing :mod:`__future__` at run time."""
+    _, bundle = _setup(tmp_path)
+    (tmp_path / "pkgx" / "lazy.py").write_text(
+        '"""doc"""\n\nfrom __future__ import annotations\n\nimport sys\n\n\n'
+        "def f(x: Undefined) -> Other:\n    return x\n\n\n"
+        "def main():\n    print(f.__annotations__, '__future__' in sys.modules, __doc__)\n"
+        "    return 0\n")
+    subprocess.run([str(REPO / "scripts" / "build-code-bundle"), str(tmp_path), str(bundle),
+                    "pkgx"], check=True)
+    launcher = _make_launcher(tmp_path, bundle, "pkgx.lazy")
+    assert _run(launcher) == (0, "{'x': 'Undefined', 'return': 'Other'} False doc")
+
+
 def test_bundle_of_another_interpreter_is_ignored(tmp_path: Path) -> None:
     launcher, bundle = _setup(tmp_path)
     cli = tmp_path / "pkgx" / "cli.py"
