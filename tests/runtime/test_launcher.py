@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,9 +68,22 @@ def _setup(tmp: Path) -> tuple[Path, Path]:
     (pkg / "forker.py").write_text(FORKER)
     _write_module(pkg / "cli.py", "AAA")
     bundle = tmp / "code.bundle"
+    _build(tmp, bundle)
+    return _make_launcher(tmp, bundle), bundle
+
+
+def _build(tmp: Path, bundle: Path) -> None:
     subprocess.run([str(REPO / "scripts" / "build-code-bundle"), str(tmp), str(bundle), "pkgx"],
                    check=True)
-    return _make_launcher(tmp, bundle), bundle
+
+
+def _swap_keeping_stat(path: Path, write: Callable[[], object]) -> None:
+    """Other bytes of the same size under the same mtime: only a bundle built before still
+    has the old code."""
+    st = path.stat()
+    write()
+    assert path.stat().st_size == st.st_size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _run(launcher: Path) -> tuple[int, str]:
@@ -80,10 +94,7 @@ def _run(launcher: Path) -> tuple[int, str]:
 def test_bundle_serves_unchanged_modules(tmp_path: Path) -> None:
     launcher, _ = _setup(tmp_path)
     cli = tmp_path / "pkgx" / "cli.py"
-    st = cli.stat()
-    # Same size, same mtime, other bytes: only the bundle still has "AAA".
-    _write_module(cli, "BBB")
-    os.utime(cli, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _swap_keeping_stat(cli, lambda: _write_module(cli, "BBB"))
     assert _run(launcher) == (3, "helper AAA")
 
 
@@ -104,9 +115,7 @@ def test_forked_child_holds_no_fd_on_the_bundle(tmp_path: Path) -> None:
     from it: the unchanged ``late`` module's source says BBB, the bundle AAA."""
     _, bundle = _setup(tmp_path)
     late = tmp_path / "pkgx" / "late.py"
-    st = late.stat()
-    late.write_text("VALUE = 'BBB'\n")
-    os.utime(late, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _swap_keeping_stat(late, lambda: late.write_text("VALUE = 'BBB'\n"))
     launcher = _make_launcher(tmp_path, bundle, "pkgx.forker")
     assert _run(launcher) == (0, "parent 1\nchild 0 AAA")
     # Replaced since the parent opened it (make rebuilt it): the child imports from source.
@@ -127,8 +136,7 @@ def test_future_annotations_are_a_compiler_flag_in_the_bundle(tmp_path: Path) ->
         "def f(x: Undefined) -> Other:\n    return x\n\n\n"
         "def main():\n    print(f.__annotations__, '__future__' in sys.modules, __doc__)\n"
         "    return 0\n")
-    subprocess.run([str(REPO / "scripts" / "build-code-bundle"), str(tmp_path), str(bundle),
-                    "pkgx"], check=True)
+    _build(tmp_path, bundle)
     launcher = _make_launcher(tmp_path, bundle, "pkgx.lazy")
     assert _run(launcher) == (0, "{'x': 'Undefined', 'return': 'Other'} False doc")
 
@@ -136,9 +144,7 @@ def test_future_annotations_are_a_compiler_flag_in_the_bundle(tmp_path: Path) ->
 def test_bundle_of_another_interpreter_is_ignored(tmp_path: Path) -> None:
     launcher, bundle = _setup(tmp_path)
     cli = tmp_path / "pkgx" / "cli.py"
-    st = cli.stat()
-    _write_module(cli, "BBB")
-    os.utime(cli, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _swap_keeping_stat(cli, lambda: _write_module(cli, "BBB"))
     data = bytearray(bundle.read_bytes())
     data[8:12] = b"\x00\x00\r\n"  # another bytecode magic
     bundle.write_bytes(bytes(data))
