@@ -166,7 +166,8 @@ def test_child_does_not_read_a_bundle_changed_since(tmp_path: Path, how: str) ->
     if how == "touched":
         change = "import os\nos.utime(BUNDLE, ns=(0, 0))"
     else:  # what make does: a new file renamed over it, here with the old mtime
-        change = ("import os, shutil\nst = os.stat(BUNDLE)\nshutil.copyfile(BUNDLE, BUNDLE + '.new')"
+        change = ("import os, shutil\nst = os.stat(BUNDLE)"
+                  "\nshutil.copyfile(BUNDLE, BUNDLE + '.new')"
                   "\nos.utime(BUNDLE + '.new', ns=(st.st_atime_ns, st.st_mtime_ns))"
                   "\nos.replace(BUNDLE + '.new', BUNDLE)")
     launcher = _make_launcher(tmp_path, bundle, "pkgx.forker", extra=change)
