@@ -25,11 +25,12 @@ import sys
 BUNDLE: str  # both set by the launcher, in whose globals this runs
 BUNDLE_FD: int
 
-_CodeType = type(compile("", "", "exec"))
-
-
 def _identity(st: posix.stat_result) -> tuple[int, int, int, int]:
     return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+# (not type(compile(...)): the first compile() of a process sets up the AST types, 1.5 ms)
+_CodeType = type(_identity.__code__)
 
 
 class CodeBundle:
