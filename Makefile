@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml scripts/launcher scripts/install-launcher
 
 # Bytecode, compiled ahead: this environment may set PYTHONDONTWRITEBYTECODE, and every
 # isobox-runtime call would otherwise compile its modules again (~15 ms); and the runtime's
-# code bundle (a module edited since is imported from its source: never stale).
+# code bundle (scripts/build-code-bundle; a module edited since is imported from its source).
 pyc: $(STAMP)
 	@$(PY) -m compileall -q src >/dev/null
 	@$(PY) scripts/build-code-bundle src $(BUNDLE) $(BUNDLE_PKGS)
