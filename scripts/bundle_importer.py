@@ -25,6 +25,7 @@ import sys
 BUNDLE: str  # both set by the launcher, in whose globals this runs
 BUNDLE_FD: int
 
+
 def _identity(st: posix.stat_result) -> tuple[int, int, int, int]:
     return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
