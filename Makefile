@@ -3,14 +3,17 @@
 
 VENV     ?= .venv
 PY       := $(VENV)/bin/python
-PYTHON   ?= python3
+# The virtualenv's interpreter: Debian's python3.11 where it exists (built with PGO and LTO and
+# linked statically: `isobox run` is ~15 % faster on it than on a plain source build, such as a
+# pyenv shim that may come first on PATH), else whatever python3 is.
+PYTHON   ?= $(firstword $(wildcard /usr/bin/python3.11) python3)
 # golang-go and runtime-tools (with its -dev dependencies): the conformance tests build
 # their runtimetest offline (scripts/conformance.py). docker-registry, skopeo, openssl: the
 # registry tests and benchmark; debootstrap: `isobox image bootstrap debian:bookworm`;
 # conmon: the per-container monitor; tini: `run --init`; nftables: NAT and published ports;
 # qemu-system-x86, qemu-utils, linux-image-amd64 (the guest kernel), gcc + libc6-dev and
 # musl-tools (the static guest agent, small with musl): VMs.
-APT_PKGS := busybox-static runc podman containerd conmon uidmap iproute2 libseccomp2 procps psmisc \
+APT_PKGS := python3-venv busybox-static runc podman containerd conmon uidmap iproute2 libseccomp2 procps psmisc \
             golang-go golang-github-opencontainers-runtime-tools-dev \
             docker-registry skopeo debootstrap openssl tini nftables \
             qemu-system-x86 qemu-utils linux-image-amd64 gcc libc6-dev musl-tools
@@ -25,7 +28,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 all: test
 
-# Debian packages: installed once; a marker file records what was installed.
+# Debian packages (python3-venv: `-m venv` with Debian's interpreter): installed once; a
+# marker file records what was installed.
 apt:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

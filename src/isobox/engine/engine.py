@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from isobox.engine.layout import Layout
-from isobox.engine.runtime_client import VM_RUNTIME, RuntimeClient, runtime_path
+from isobox.engine.runtime_client import VM_RUNTIME, RuntimeClient, runtime_client, runtime_path
 from isobox.engine.state import ContainerDB, ContainerRow
 from isobox.errors import NotFoundError
 
@@ -73,8 +73,7 @@ class Engine:
     def runtime(self, row: ContainerRow) -> RuntimeClient:
         if row.options.get("isolation") == "vm":
             return RuntimeClient(runtime_path(VM_RUNTIME), self.layout.vm_runtime_root)
-        return RuntimeClient(runtime_path(str(row.options.get("runtime") or "")),
-                             self.layout.runtime_root)
+        return runtime_client(str(row.options.get("runtime") or ""), self.layout.runtime_root)
 
     # lookup ---------------------------------------------------------------------------------
     def get(self, ref: str, *, reconcile: bool = True) -> ContainerRow:

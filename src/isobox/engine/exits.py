@@ -200,9 +200,10 @@ def release_all(engine: Engine, row: ContainerRow) -> None:
 
 def teardown(engine: Engine, row: ContainerRow) -> None:
     """Release what a running container holds: runtime state, network, root mount."""
-    from isobox.engine.health import stop_checker  # health checks: end the loop
+    if row.healthcheck_configured:
+        from isobox.engine.health import stop_checker  # health checks: end the loop
 
-    stop_checker(engine, row.id)
+        stop_checker(engine, row.id)
     engine.runtime(row).delete(row.id, force=True)
     remove_cgroups(engine.layout.cgroup_parent, row.id)
     teardown_network(engine, row.id, row.network or {})

@@ -12,12 +12,8 @@ named by the source's hash, so an updated source is rebuilt and concurrent build
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import stat
-import subprocess
-import tempfile
 
 from isobox.errors import SystemSetupError
 
@@ -31,6 +27,11 @@ PRELOAD_VAR = "ISOBOX_LOGROT_PRELOAD"    # the shell wrapper sets LD_PRELOAD fro
 def shim_path(cache_dir: str = CACHE_DIR) -> str:
     """The compiled library, built now if missing. Raises SystemSetupError without a C
     compiler, or when the cache directory could be changed by someone other than root."""
+    import hashlib  # here, not at the top: every `isobox run` imports this module
+    import shutil
+    import subprocess
+    import tempfile
+
     with open(SOURCE, "rb") as f:
         source = f.read()
     digest = hashlib.sha256(source).hexdigest()[:16]

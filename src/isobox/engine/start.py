@@ -108,9 +108,10 @@ def start_locked(engine: Engine, row: ContainerRow, *, attach: bool = False,
                      started_at=time.time(), finished_at=0, exit_code=0, oom_killed=0,
                      manually_stopped=0, epoch=lay.epoch(), error="")
     engine.event(row, "start")
-    from isobox.engine.health import start_checker  # health checks: the per-container loop
+    if row.healthcheck_configured:
+        from isobox.engine.health import start_checker  # health checks: the per-container loop
 
-    start_checker(engine, engine.reload(cid))
+        start_checker(engine, engine.reload(cid))
     return session
 
 

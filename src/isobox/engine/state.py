@@ -79,6 +79,14 @@ class ContainerRow:
     health: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
+    @property
+    def healthcheck_configured(self) -> bool:
+        """Whether the container or its image sets a healthcheck (maybe ``NONE``): without
+        one there is no checker to start or stop, and :mod:`isobox.engine.health` (~3 ms of
+        imports) is not loaded."""
+        image_config = self.options.get("image_config") or {}
+        return bool(self.options.get("healthcheck") or image_config.get("Healthcheck"))
+
 
 def _row(r: sqlite3.Row | tuple[Any, ...]) -> ContainerRow:
     values: dict[str, Any] = {}
