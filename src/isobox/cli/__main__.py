@@ -1,5 +1,5 @@
 import sys
 
-from isobox.cli.main import main
+from isobox.cli.main import entry
 
-sys.exit(main())
+sys.exit(entry())

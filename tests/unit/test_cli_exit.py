@@ -1,0 +1,52 @@
+"""`isobox`'s entry point leaves without interpreter finalization, but never at the cost of
+output, exit handlers, the exit status, or a thread still at work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+
+def _entry(body: str, tmp: Any) -> subprocess.CompletedProcess[str]:
+    """Run ``entry()`` with ``main`` replaced by ``body`` (which returns the exit code)."""
+    code = ("import atexit, sys, threading, time\n"
+            "import isobox.cli.main as m\n"
+            f"F = {str(tmp)!r}\n"
+            f"def fake_main():\n{body}\n"
+            "m.main = fake_main\n"
+            "sys.exit(m.entry())\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_output_exit_status_and_exit_handlers_survive_the_fast_exit(tmp_path: Any) -> None:
+    p = _entry("    atexit.register(lambda: open(F + '/atexit', 'w').close())\n"
+               "    sys.stdout.write('x' * 100000)\n"
+               "    sys.stderr.write('to stderr')\n"
+               "    return 4", tmp_path)
+    assert p.returncode == 4
+    assert p.stdout == "x" * 100000 and p.stderr == "to stderr"
+    assert os.path.exists(tmp_path / "atexit")
+
+
+def test_a_live_thread_gets_a_normal_exit_that_waits_for_it(tmp_path: Any) -> None:
+    p = _entry("    def late():\n"
+               "        time.sleep(0.3)\n"
+               "        open(F + '/late', 'w').close()\n"
+               "    threading.Thread(target=late).start()\n"
+               "    return 3", tmp_path)
+    assert p.returncode == 3
+    assert os.path.exists(tmp_path / "late")
+
+
+def test_the_installed_command_really_skips_finalization(tmp_path: Any) -> None:
+    """An object whose finalizer would only run at interpreter shutdown never runs it."""
+    p = _entry("    class Noisy:\n"
+               "        def __del__(self):\n"
+               "            open(F + '/finalized', 'w').close()\n"
+               "    m.keep = Noisy()\n"
+               "    return 0", tmp_path)
+    assert p.returncode == 0
+    assert not os.path.exists(tmp_path / "finalized")
