@@ -70,9 +70,11 @@ class Runtime:
         return json.loads(self("state", cid).out)
 
     def ids(self) -> list[str]:
+        """Container directories under --root (a dot entry is the runtime's own, e.g. the
+        seccomp cache: no container ID starts with a dot)."""
         if not os.path.isdir(self.root):
             return []
-        return os.listdir(self.root)
+        return [n for n in os.listdir(self.root) if not n.startswith(".")]
 
 
 class Bundle:

@@ -91,7 +91,7 @@ def remove_everything(root: str) -> None:
         from isobox.engine.runtime_client import RuntimeClient, runtime_path
 
         rt = RuntimeClient(runtime_path(), state_root)
-        for cid in os.listdir(state_root):
+        for cid in (n for n in os.listdir(state_root) if not n.startswith(".")):
             rt.delete(cid, force=True)
     vm_root = os.path.join(ib.run_dir(), "vm")
     if os.path.isdir(vm_root):

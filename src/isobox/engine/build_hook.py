@@ -121,7 +121,7 @@ class RuntimeStepRunner:
         bundle = tempfile.mkdtemp(prefix=f"{cid}-", dir=self.bundle_root)
         try:
             with open(os.path.join(bundle, "config.json"), "w") as f:
-                json.dump(step_config(step), f)
+                f.write(json.dumps(step_config(step)))
             sys.stdout.flush()
             sys.stderr.flush()
             piped = self.output is not None and not step.quiet

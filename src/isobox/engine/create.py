@@ -168,7 +168,7 @@ def _materialise(engine: Engine, row: ContainerRow, opts: CreateOptions,
 
         spec["annotations"] = vm_annotations(engine, cdir, opts)
     with open(os.path.join(cdir, "config.json.tmp"), "w") as f:
-        json.dump(spec, f)
+        f.write(json.dumps(spec))  # not dump(): that one is pure Python
     os.rename(os.path.join(cdir, "config.json.tmp"), os.path.join(cdir, "config.json"))
     row.options["hostname_resolved"] = hostname
     row.options["mounts_resolved"] = [asdict(m) for m in resolved]

@@ -125,7 +125,7 @@ def spawn_exec(engine: Engine, ref: str, req: ExecRequest, *, stdin: Any, stdout
         files.append(pid_file)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(process, f)
+            f.write(json.dumps(process))
         args = ["exec", "--process", path]
         if req.detach:
             args.append("--detach")

@@ -144,7 +144,7 @@ def run_probe(engine: Engine, row: ContainerRow, probe: Probe) -> CheckResult:
     fd, path = tempfile.mkstemp(prefix="health-", suffix=".json", dir=persist)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(process, f)
+            f.write(json.dumps(process))
         argv = engine.runtime(row).argv("exec", "--process", path, row.id)
         code, output = _run_limited(argv, probe.timeout_ns / 1e9)
     finally:

@@ -241,7 +241,7 @@ def _edit_spec(engine: Engine, cid: str, change: Any) -> None:
         spec = json.load(f)
     change(spec)
     with open(path + ".tmp", "w") as f:
-        json.dump(spec, f)
+        f.write(json.dumps(spec))
     os.rename(path + ".tmp", path)
 
 

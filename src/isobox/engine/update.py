@@ -99,7 +99,7 @@ def _rewrite_spec(engine: Engine, cid: str, resources: dict[str, Any]) -> None:
     linux["resources"] = resources
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(spec, f)
+        f.write(json.dumps(spec))
         f.flush()
         os.fsync(f.fileno())
     os.rename(tmp, path)

@@ -94,6 +94,7 @@ _NR = {
     "fsopen": 430,
     "fsconfig": 431,
     "fsmount": 432,
+    "seccomp": 317,
 }
 
 # New mount API (linux/mount.h)
@@ -192,6 +193,19 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
     ret = _syscall(_NR["openat2"], dirfd, _b(path), C.byref(how), C.sizeof(how))
     return _check(ret, f"openat2 {path}", path)
+
+
+SECCOMP_SET_MODE_FILTER = 1
+
+
+def seccomp_set_mode_filter(program: bytes, flags: int) -> None:
+    """seccomp(SECCOMP_SET_MODE_FILTER, flags, &sock_fprog) with a compiled classic-BPF
+    ``program`` (8-byte ``sock_filter`` instructions, native byte order)."""
+    count = len(program) // 8
+    insns = (C.c_uint64 * count).from_buffer_copy(program)
+    fprog = (C.c_uint64 * 2)(count, C.addressof(insns))  # unsigned short len, padding, ptr
+    _check(_syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, C.c_ulong(flags), C.byref(fprog)),
+           "seccomp(SECCOMP_SET_MODE_FILTER)")
 
 
 class _StatFs(C.Structure):

@@ -70,8 +70,7 @@ def _precheck(config: dict[str, Any], opts: CreateOptions) -> None:
     if seccomp is not None:
         from isobox.linux import seccomp as sec
 
-        sec.validate(seccomp)
-        sec.libseccomp_version()  # dlopen now: after pivot_root the host's libraries are gone
+        sec.validate(seccomp)  # compiled while the init sets up: see _drive_init
     if process.get("terminal") and not opts.console_socket and opts.console_fd < 0:
         raise ConfigError("config.json: process.terminal",
                           "a terminal was requested but no --console-socket was given")
@@ -169,6 +168,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
             os.close(parent.rfd)
             os.close(parent.wfd)
             direct_init(params, child)
+        host_pid = direct_pid or 0  # our own child: a failure from here on kills and reaps it
         if direct_pid is None:
             pid_a, born_in_cgroup = fork_in_cgroup(mgr)
             if pid_a == 0:  # pragma: no cover - runs in the child
@@ -191,7 +191,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         pids_limit = resources.pop("pids", None)
         mgr.apply(resources)
         host_pid = _drive_init(parent, pid_a, config, cid, bundle, mgr, pids_limit,
-                               direct_pid or 0)
+                               direct_pid or 0, store.root)
         parent.close()
         if pid_a:
             os.waitpid(pid_a, 0)
@@ -231,17 +231,31 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
 
 def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundle: str,
                 mgr: CgroupManager, pids_limit: dict[str, Any] | None = None,
-                direct_pid: int = 0) -> int:
+                direct_pid: int = 0, root: str = "") -> int:
     """Answer the init stages until stage B is ready; returns its host pid.
 
     The pids limit is set here, once stage B exists inside the cgroup (``direct_pid`` when
-    the runtime created B itself, else when stage A reports B's pid)."""
+    the runtime created B itself, else when stage A reports B's pid). The seccomp filter is
+    compiled (or read from the cache under ``root``) right after, on this core while stage B
+    mounts the root filesystem on the other, and sent when B asks for it."""
     host_pid = direct_pid
     pending_hooks = False
+    profile = config.get("linux", {}).get("seccomp")
+    compiled: list[Any] = []
+
+    def seccomp_program() -> Any:
+        if not compiled:
+            from isobox.runtime.seccomp_cache import program_for
+
+            compiled.append(program_for(root, profile))
+        return compiled[0]
+
     if direct_pid:
         if pids_limit:
             mgr.update({"pids": pids_limit})
         _send(parent, "cg", str(direct_pid))
+        if profile is not None:
+            seccomp_program()
     while True:
         kind, arg = parent.recv()
         if kind == "userns":
@@ -252,6 +266,11 @@ def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundl
             if pids_limit:
                 mgr.update({"pids": pids_limit})
             _send(parent, "cg", str(host_pid))  # stage A joined the cgroups before forking B
+            if profile is not None:
+                seccomp_program()
+        elif kind == "seccomp" and profile is not None:
+            program = seccomp_program()
+            _send(parent, "seccomp", f"{program.flags} {program.bpf.hex()}")
         elif kind == "hooks":
             pending_hooks = True
         elif kind == "ready":
@@ -292,11 +311,12 @@ def _undo(pid_a: int, host_pid: int, mgr: CgroupManager | None, store: StateStor
                 os.kill(pid, 9)
             except OSError:
                 pass
-    if pid_a:
-        try:
-            os.waitpid(pid_a, 0)
-        except OSError:
-            pass
+    for pid in (pid_a, host_pid):  # reap our children (stage A, or B made by clone3): a
+        if pid:                    # zombie would keep its cgroups from being removed
+            try:
+                os.waitpid(pid, 0)
+            except OSError:  # B under stage A is not our child
+                pass
     if mgr is not None:
         if host_pid:
             _wait_gone(host_pid)

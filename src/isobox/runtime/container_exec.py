@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
 
     from isobox.cgroups import CgroupManager
+    from isobox.linux.seccomp import Program
     from isobox.runtime.sync import SyncPipe
 
 
@@ -56,7 +57,12 @@ def exec_process(store: StateStore, cid: str, process: dict[str, Any], opts: Exe
     if process.get("terminal") and not opts.console_socket:
         raise ConflictError("exec with a terminal needs --console-socket")
     mgr = CgroupManager.from_state(st.data["cgroup"])
-    _preload(config)
+    _preload()
+    seccomp = None
+    if config.get("linux", {}).get("seccomp") is not None:
+        from isobox.runtime.seccomp_cache import program_for
+
+        seccomp = program_for(store.root, config["linux"]["seccomp"])
     ns_fds: dict[str, int] = {}
     console_fd = -1
     try:
@@ -78,7 +84,8 @@ def exec_process(store: StateStore, cid: str, process: dict[str, Any], opts: Exe
         if pid_c == 0:  # pragma: no cover - child
             os.close(parent.rfd)
             os.close(parent.wfd)
-            _join(config, mgr, ns_fds, console_fd, opts.preserve_fds, child, born_in_cgroup)
+            _join(config, seccomp, mgr, ns_fds, console_fd, opts.preserve_fds, child,
+                  born_in_cgroup)
         for fd in parent_only:
             os.close(fd)
     finally:
@@ -115,7 +122,7 @@ def exec_process(store: StateStore, cid: str, process: dict[str, Any], opts: Exe
     return wait_forwarding_signals(pid)
 
 
-def _preload(config: dict[str, Any]) -> None:
+def _preload() -> None:
     """Import now what the child needs after it joins the container's mount namespace,
     where neither the host's Python modules nor its shared libraries are visible."""
     import resource  # noqa: F401  (apply_rlimits)
@@ -125,14 +132,10 @@ def _preload(config: dict[str, Any]) -> None:
     from isobox.runtime import process  # noqa: F401
     from isobox.runtime.init import _describe  # noqa: F401
 
-    if config.get("linux", {}).get("seccomp") is not None:
-        from isobox.linux import seccomp as sec
 
-        sec.libseccomp_version()  # dlopen libseccomp
-
-
-def _join(config: dict[str, Any], mgr: CgroupManager, ns_fds: dict[str, int], console_fd: int,
-          preserve_fds: int, sync: SyncPipe, born_in_cgroup: bool) -> NoReturn:
+def _join(config: dict[str, Any], seccomp: Program | None, mgr: CgroupManager,
+          ns_fds: dict[str, int], console_fd: int, preserve_fds: int, sync: SyncPipe,
+          born_in_cgroup: bool) -> NoReturn:
     try:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
         mgr.add_self(skip_unified=born_in_cgroup)
@@ -143,7 +146,7 @@ def _join(config: dict[str, Any], mgr: CgroupManager, ns_fds: dict[str, int], co
             os.close(fd)
         pid = os.fork()
         if pid == 0:
-            _tenant(config, console_fd, preserve_fds, sync)
+            _tenant(config, seccomp, console_fd, preserve_fds, sync)
         sync.send("pid", str(pid))
     except BaseException as e:
         try:
@@ -155,8 +158,8 @@ def _join(config: dict[str, Any], mgr: CgroupManager, ns_fds: dict[str, int], co
     os._exit(0)
 
 
-def _tenant(config: dict[str, Any], console_fd: int, preserve_fds: int, sync: SyncPipe
-            ) -> NoReturn:
+def _tenant(config: dict[str, Any], seccomp: Program | None, console_fd: int,
+            preserve_fds: int, sync: SyncPipe) -> NoReturn:
     from isobox.runtime import process as proc
 
     process = config["process"]
@@ -169,11 +172,10 @@ def _tenant(config: dict[str, Any], console_fd: int, preserve_fds: int, sync: Sy
             setup_terminal(console_fd, process.get("consoleSize"), False)
         proc.apply_rlimits(process)
         proc.apply_scheduling(process)
-        seccomp = config.get("linux", {}).get("seccomp")
         if seccomp is not None and not process.get("noNewPrivileges"):
             from isobox.linux import seccomp as sec
 
-            sec.load(seccomp)
+            sec.load_program(seccomp)
         if process.get("noNewPrivileges"):
             sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
         proc.apply_identity_and_caps(process, "process.json: process")
@@ -185,7 +187,7 @@ def _tenant(config: dict[str, Any], console_fd: int, preserve_fds: int, sync: Sy
         if seccomp is not None and process.get("noNewPrivileges"):
             from isobox.linux import seccomp as sec
 
-            sec.load(seccomp)
+            sec.load_program(seccomp)
         os.execve(path, process["args"], proc.env_dict(process.get("env", [])))
     except BaseException as e:
         try:

@@ -235,11 +235,13 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
         proc.apply_scheduling(process)
         if "personality" in linux:
             _set_personality(linux["personality"])
-        seccomp = linux.get("seccomp")
-        if seccomp is not None and not process.get("noNewPrivileges"):
+        seccomp = None
+        if linux.get("seccomp") is not None:
             from isobox.linux import seccomp as sec
 
-            sec.load(seccomp)  # needs CAP_SYS_ADMIN without no_new_privs: before the cap drop
+            seccomp = _receive_seccomp(sync)
+            if not process.get("noNewPrivileges"):
+                sec.load_program(seccomp)  # needs CAP_SYS_ADMIN without no_new_privs: now
         if process.get("noNewPrivileges"):
             sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
         proc.apply_identity_and_caps(process)
@@ -278,6 +280,18 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
                 pass
         os._exit(127 if ready else 1)
     os._exit(127)
+
+
+def _receive_seccomp(sync: SyncPipe) -> Any:
+    """The compiled seccomp filter, from the runtime (which compiled it meanwhile)."""
+    from isobox.linux import seccomp as sec
+
+    sync.send("seccomp")
+    kind, arg = sync.recv()
+    if kind != "seccomp":
+        raise IsoboxError(arg or "the runtime sent no seccomp filter")
+    flags, _, program = arg.partition(" ")
+    return sec.Program(bytes.fromhex(program), int(flags))
 
 
 def _hook_state(p: InitParams, pid: int, status: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from isobox.linux.seccomp import Program
+
 RLIMITS = {
     "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
     "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
@@ -186,12 +188,12 @@ def env_dict(env: list[str]) -> dict[str, str]:
     return out
 
 
-def exec_process(path: str, process: dict[str, Any], seccomp: dict[str, Any] | None,
+def exec_process(path: str, process: dict[str, Any], seccomp: Program | None,
                  preserve_fds: int) -> None:
-    """Close every fd the container must not see, apply seccomp last, and execve."""
+    """Close every fd the container must not see, apply seccomp (compiled) last, execve."""
     os.closerange(3 + preserve_fds, 1 << 20)
     if seccomp is not None and process.get("noNewPrivileges"):
         from isobox.linux import seccomp as sec
 
-        sec.load(seccomp)
+        sec.load_program(seccomp)
     os.execve(path, process["args"], env_dict(process.get("env", [])))
