@@ -11,7 +11,7 @@ import pytest
 
 from harness import Bundle, Runtime, unique_id
 from isobox.fastjson import dumps, loads
-from isobox.runtime.seccomp_cache import CACHE_DIR
+from isobox.runtime.seccomp_cache import _MAGIC, CACHE_DIR
 
 DENY_MKDIR = {
     "defaultAction": "SCMP_ACT_ALLOW",
@@ -52,7 +52,7 @@ def rewrite(path: str, header: dict[str, Any], program: bytes, mode: int = 0o600
     os.unlink(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as f:
-        f.write(b"ISBXSCMP" + len(raw).to_bytes(4, "little") + raw + program)
+        f.write(_MAGIC + len(raw).to_bytes(4, "little") + raw + program)
     os.chmod(path, mode)
 
 
@@ -111,3 +111,75 @@ def test_an_untrustworthy_entry_is_ignored(runtime: Runtime, bundle: Bundle,
         rewrite(entry, header, program[:-3])
     out = run(runtime, bundle, DENY_MKDIR)
     assert "Permission denied" in out and "made" not in out, out
+
+
+@pytest.mark.parametrize("tamper", ["entry-owned-by-another-user", "directory-symlink",
+                                    "directory-owned-by-another-user"])
+def test_ownership_and_symlinked_directories_are_checked(runtime: Runtime, bundle: Bundle,
+                                                         tamper: str) -> None:
+    run(runtime, bundle, DENY_MKDIR)
+    [entry] = entries(runtime)
+    header, _ = split(entry)
+    rewrite(entry, header, ALLOW_ALL)
+    cache = os.path.dirname(entry)
+    if tamper == "entry-owned-by-another-user":
+        os.chown(entry, 65534, 65534)
+    elif tamper == "directory-owned-by-another-user":
+        os.chown(cache, 65534, 65534)
+    else:  # the trusted-looking entry moved elsewhere, the cache directory a link to it
+        elsewhere = os.path.join(runtime.root, ".elsewhere")
+        os.rename(cache, elsewhere)
+        os.symlink(elsewhere, cache)
+    out = run(runtime, bundle, DENY_MKDIR)
+    assert "Permission denied" in out and "made" not in out, out
+
+
+@pytest.mark.parametrize("nnp", [True, False])
+def test_exec_uses_the_cache_too(runtime: Runtime, bundle: Bundle, nnp: bool) -> None:
+    bundle.config["process"]["noNewPrivileges"] = nnp
+    bundle.config["linux"]["seccomp"] = DENY_MKDIR
+    bundle.set_args("sleep", "100")
+    cid = unique_id()
+    runtime("run", "-d", "--bundle", bundle.path, cid)
+    try:
+        [entry] = entries(runtime)
+        st = os.stat(entry)
+        probe = runtime("exec", cid, "sh", "-c", PROBE).out
+        assert "Permission denied" in probe and "Seccomp:\t2" in probe
+        assert os.stat(entry).st_ino == st.st_ino  # read, not compiled again
+        header, _ = split(entry)
+        rewrite(entry, header, ALLOW_ALL)  # white-box: exec installs what the cache holds
+        assert "made" in runtime("exec", cid, "sh", "-c", PROBE).out
+    finally:
+        runtime("delete", "--force", cid, check=False)
+
+
+def test_a_failed_thread_synchronisation_is_an_error() -> None:
+    """seccomp(2) with TSYNC returns the id of a thread it could not synchronise (a thread
+    with a filter of its own) and installs nothing: that must not pass for success."""
+    from isobox.linux import seccomp as sec
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        import threading
+
+        code = 3
+        try:
+            ready = threading.Event()
+
+            def own_filter() -> None:
+                sec.load_program(sec.Program(ALLOW_ALL, 0))
+                ready.set()
+                threading.Event().wait(5)
+
+            threading.Thread(target=own_filter, daemon=True).start()
+            ready.wait(5)
+            try:
+                sec.load_program(sec.Program(ALLOW_ALL, 1))  # 1: TSYNC
+                code = 1
+            except sec.SystemSetupError as e:
+                code = 0 if "TSYNC" in str(e) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

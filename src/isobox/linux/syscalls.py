@@ -8,6 +8,7 @@ The C calls go through :mod:`isobox.linux.libc` (``_ctypes`` without the cost of
 
 from __future__ import annotations
 
+import errno
 import os
 
 from isobox.linux import libc as C
@@ -204,8 +205,10 @@ def seccomp_set_mode_filter(program: bytes, flags: int) -> None:
     count = len(program) // 8
     insns = (C.c_uint64 * count).from_buffer_copy(program)
     fprog = (C.c_uint64 * 2)(count, C.addressof(insns))  # unsigned short len, padding, ptr
-    _check(_syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, C.c_ulong(flags), C.byref(fprog)),
-           "seccomp(SECCOMP_SET_MODE_FILTER)")
+    ret = _check(_syscall(_NR["seccomp"], SECCOMP_SET_MODE_FILTER, C.c_ulong(flags),
+                          C.byref(fprog)), "seccomp(SECCOMP_SET_MODE_FILTER)")
+    if ret != 0:  # with TSYNC: the id of a thread that could not be synchronised, and no
+        raise OSError(errno.ESRCH, f"seccomp: thread {ret} could not take the filter (TSYNC)")
 
 
 class _StatFs(C.Structure):

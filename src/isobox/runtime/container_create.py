@@ -190,8 +190,12 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         # (runc: "0 means 1") must not stop the runtime's own fork.
         pids_limit = resources.pop("pids", None)
         mgr.apply(resources)
-        host_pid = _drive_init(parent, pid_a, config, cid, bundle, mgr, pids_limit,
-                               direct_pid or 0, store.root)
+        stage_b = [host_pid]  # _drive_init records B's pid here as soon as it learns it
+        try:
+            host_pid = _drive_init(parent, pid_a, config, cid, bundle, mgr, pids_limit,
+                                   direct_pid or 0, store.root, stage_b)
+        finally:
+            host_pid = host_pid or stage_b[0]
         parent.close()
         if pid_a:
             os.waitpid(pid_a, 0)
@@ -231,7 +235,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
 
 def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundle: str,
                 mgr: CgroupManager, pids_limit: dict[str, Any] | None = None,
-                direct_pid: int = 0, root: str = "") -> int:
+                direct_pid: int = 0, root: str = "", stage_b: list[int] | None = None) -> int:
     """Answer the init stages until stage B is ready; returns its host pid.
 
     The pids limit is set here, once stage B exists inside the cgroup (``direct_pid`` when
@@ -263,6 +267,8 @@ def _drive_init(parent: Any, pid_a: int, config: dict[str, Any], cid: str, bundl
             _send(parent, "ok")
         elif kind == "pid":
             host_pid = int(arg)
+            if stage_b is not None:
+                stage_b[0] = host_pid
             if pids_limit:
                 mgr.update({"pids": pids_limit})
             _send(parent, "cg", str(host_pid))  # stage A joined the cgroups before forking B
@@ -311,15 +317,14 @@ def _undo(pid_a: int, host_pid: int, mgr: CgroupManager | None, store: StateStor
                 os.kill(pid, 9)
             except OSError:
                 pass
-    for pid in (pid_a, host_pid):  # reap our children (stage A, or B made by clone3): a
-        if pid:                    # zombie would keep its cgroups from being removed
+    for pid in (pid_a, host_pid):  # gone, and reaped if ours (stage A, or B made by clone3):
+        if pid:                    # a zombie would keep its cgroups from being removed
+            _wait_gone(pid)
             try:
-                os.waitpid(pid, 0)
+                os.waitpid(pid, os.WNOHANG)
             except OSError:  # B under stage A is not our child
                 pass
     if mgr is not None:
-        if host_pid:
-            _wait_gone(host_pid)
         try:
             mgr.kill_all(9)
         except (IsoboxError, OSError):

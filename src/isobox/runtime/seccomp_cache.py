@@ -9,13 +9,18 @@ everything its result depends on, compared in full when read:
 * the profile itself, serialised as it came (key order included: a reordered profile is only
   a miss);
 * the kernel (release and machine): libseccomp asks the kernel what it supports;
-* libseccomp itself: the path of the library that compiled it and that file's device, inode,
-  size and mtime (an upgrade installs a new file).
+* our translation of the profile (``isobox/linux/seccomp.py``: its size and mtime) and the
+  entry format;
+* the libseccomp this process loads (``dlopen``, then its file's path, device, inode, size
+  and mtime from ``/proc/self/maps``): an upgrade, or another copy taking precedence, is a
+  miss.
 
-A cache entry decides what the container may call, so it is only used when the directory and
-the file belong to this runtime's user and nobody else can write them (no symlink either);
-anything else, or any entry that does not parse, is ignored and compiled afresh, and a
-compile error is the error of the container's creation, as before.
+An entry decides what the container may call, so it is used only when ``--root``, the cache
+directory and the entry belong to this runtime's user and nobody else can write them; the
+directory and the entry are opened without following symlinks and checked on their open
+descriptors. Anything else, or an entry that does not parse, is ignored and the profile
+compiled afresh; a compile error is the error of the container's creation, as before. The
+directory holds at most :data:`MAX_ENTRIES` entries (it is cleared when full).
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 CACHE_DIR = ".seccomp-cache"
-_MAGIC = b"ISBXSCMP"
+MAX_ENTRIES = 64
+_MAGIC = b"ISBXSCM2"
 _MAX_ENTRY = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def program_for(root: str, profile: dict[str, Any]) -> sec.Program:
@@ -43,16 +50,23 @@ def program_for(root: str, profile: dict[str, Any]) -> sec.Program:
     from isobox.fastjson import dumps
 
     uname = os.uname()
-    key = f"{dumps(profile)}\n{uname.release} {uname.machine}"
-    directory = os.path.join(root, CACHE_DIR)
-    path = os.path.join(directory, f"{zlib.crc32(key.encode()):08x}")
-    found = _read(directory, path, key)
-    if found is not None:
-        return found
+    translator = os.stat(sec.__file__)
+    key = (f"{_MAGIC.decode()} {translator.st_size} {translator.st_mtime_ns} {uname.release} "
+           f"{uname.machine}\n{dumps(profile)}")
+    name = f"{zlib.crc32(key.encode()):08x}"
+    library = _loaded_library()
+    dir_fd = _open_dir(root, create=False)
+    if dir_fd >= 0:
+        try:
+            found = _read(dir_fd, name, key, library)
+        finally:
+            os.close(dir_fd)
+        if found is not None:
+            return found
     program = sec.compile_program(profile)
-    library = _library_identity()
+    library = _loaded_library()  # compile_program loaded it, if it was not yet
     if library is not None:
-        _store(directory, path, key, library, program)
+        _store(root, name, key, library, program)
     return program
 
 
@@ -60,14 +74,31 @@ def _safe(st: os.stat_result) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def _read(directory: str, path: str, key: str) -> sec.Program | None:
+def _open_dir(root: str, create: bool) -> int:
+    """A descriptor of the cache directory if it (and ``root``) can be trusted, else -1."""
+    try:
+        st = os.lstat(root)
+        if not stat.S_ISDIR(st.st_mode) or not _safe(st):
+            return -1
+        if create:
+            try:
+                os.mkdir(os.path.join(root, CACHE_DIR), 0o700)
+            except FileExistsError:
+                pass
+        fd = os.open(os.path.join(root, CACHE_DIR), _DIR_FLAGS)
+    except OSError:
+        return -1
+    if _safe(os.fstat(fd)):
+        return fd
+    os.close(fd)
+    return -1
+
+
+def _read(dir_fd: int, name: str, key: str, library: list[Any] | None) -> sec.Program | None:
     from isobox.fastjson import loads
 
     try:
-        st = os.lstat(directory)
-        if not stat.S_ISDIR(st.st_mode) or not _safe(st):
-            return None
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:
@@ -84,47 +115,60 @@ def _read(directory: str, path: str, key: str) -> sec.Program | None:
             return None
         size = int.from_bytes(data[8:12], "little")
         header = loads(data[12:12 + size])
-        if header["key"] != key or _identity(header["library"][0]) != header["library"]:
+        if header["key"] != key or library is None or header["library"] != library:
             return None
         return sec.Program(data[12 + size:], int(header["flags"]))
     except (ValueError, KeyError, TypeError, IndexError, SystemSetupError):
         return None
 
 
-def _identity(library: str) -> list[Any] | None:
-    try:
-        st = os.stat(library)
-    except OSError:
-        return None
-    return [library, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+def _loaded_library() -> list[Any] | None:
+    """Path, device, inode, size and mtime of the libseccomp this process loads."""
+    from _ctypes import dlopen
 
-
-def _library_identity() -> list[Any] | None:
-    """The libseccomp this process has loaded (it compiled the program), from its maps."""
     try:
+        dlopen("libseccomp.so.2", os.RTLD_NOW)  # what compile_program would use; cheap
         with open("/proc/self/maps") as f:
             for line in f:
                 fields = line.split(None, 5)
                 if len(fields) == 6 and "/libseccomp.so" in fields[5]:
-                    return _identity(fields[5].strip())
+                    path = fields[5].strip()
+                    st = os.stat(path)
+                    return [path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
     except OSError:
         pass
     return None
 
 
-def _store(directory: str, path: str, key: str, library: list[Any],
-           program: sec.Program) -> None:
-    """Write the entry (atomically: readers see the old one or the new one); a cache that
-    cannot be written is no error."""
+def _store(root: str, name: str, key: str, library: list[Any], program: sec.Program) -> None:
+    """Write the entry under a temporary name created exclusively, then rename it into
+    place (readers see the old entry or the new one). A cache that cannot be written is no
+    error."""
     from isobox.fastjson import dumps
-    from isobox.runtime.state import write_atomic
 
     header = dumps({"key": key, "library": library, "flags": program.flags}).encode()
+    data = _MAGIC + len(header).to_bytes(4, "little") + header + program.bpf
+    dir_fd = _open_dir(root, create=True)
+    if dir_fd < 0:
+        return
+    tmp = f".tmp{os.getpid()}"
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.lstat(directory)
-        if not stat.S_ISDIR(st.st_mode) or not _safe(st):
-            return
-        write_atomic(path, _MAGIC + len(header).to_bytes(4, "little") + header + program.bpf)
+        if len(os.listdir(dir_fd)) >= MAX_ENTRIES:
+            for old in os.listdir(dir_fd):
+                os.unlink(old, dir_fd=dir_fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError:
-        pass
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+    finally:
+        os.close(dir_fd)
