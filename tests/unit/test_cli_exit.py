@@ -50,3 +50,14 @@ def test_the_installed_command_really_skips_finalization(tmp_path: Any) -> None:
                "    return 0", tmp_path)
     assert p.returncode == 0
     assert not os.path.exists(tmp_path / "finalized")
+
+
+def test_a_profiler_still_gets_to_write_its_results(tmp_path: Any) -> None:
+    out = tmp_path / "prof"
+    script = tmp_path / "cli.py"
+    script.write_text("import sys\nsys.argv = ['isobox', '--version']\n"
+                      "from isobox.cli.main import entry\nsys.exit(entry())\n")
+    p = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), str(script)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert out.exists() and out.stat().st_size > 0

@@ -184,11 +184,13 @@ def entry() -> int:
     """The ``isobox`` command: :func:`main`, then leave without the interpreter's finalization
     (tearing down the ~400 modules of a call took 13-20 ms here, on every command) once
     nothing can need it: exit handlers run and standard streams flushed here, and only when
-    no other non-daemon thread is alive; otherwise a normal exit, which joins them."""
+    no other non-daemon thread is alive, and no profiler or tracer (cProfile, coverage) is
+    waiting to write its results at exit; otherwise a normal exit."""
     import threading
 
     code = main()
-    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+    if sys.getprofile() is not None or sys.gettrace() is not None or any(
+            t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         return code
     import atexit
 
