@@ -58,7 +58,8 @@ def leftovers(root: str) -> dict[str, Any]:
     return {
         "snapshots": snaps,
         "snapshot dirs": os.listdir(os.path.join(root, "snapshots")),
-        "runtime state": os.listdir(rt) if os.path.isdir(rt) else [],
+        "runtime state": [n for n in os.listdir(rt) if not n.startswith(".")]  # .seccomp-cache
+        if os.path.isdir(rt) else [],
         "bundles": os.listdir(bundles) if os.path.isdir(bundles) else [],
         "mounts": mounts_under(root),
         "cgroups": build_cgroups(),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -45,6 +44,8 @@ class BlobWriter:
             self.path = os.path.join(store.ingest_dir, f"{hex_of(expected)}.partial")
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         else:
+            import tempfile  # here: reading blobs (`run`, `push`) does without it
+
             fd, self.path = tempfile.mkstemp(prefix="tmp-", dir=store.ingest_dir)
         fcntl.flock(fd, fcntl.LOCK_EX)  # held while writing: clean_ingest skips it
         self._file: BinaryIO = os.fdopen(fd, "r+b")

@@ -20,7 +20,6 @@ import fcntl
 import functools
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -124,6 +123,8 @@ class ImageStore:
         with self.blobs.lock(diff_id):
             if self.has_layer(diff_id):
                 return int(self.db.layer_sizes()[diff_id])
+            import tempfile  # here: `run` and `push` never unpack
+
             tmp = tempfile.mkdtemp(prefix=f"unpack-{hex_of(diff_id)}-", dir=self.layer_tmp)
             try:
                 with self.blobs.open(blob_digest) as f:
