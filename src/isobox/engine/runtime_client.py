@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from isobox.errors import IsoboxError, NotFoundError, SystemSetupError
@@ -130,18 +131,19 @@ class OwnRuntimeClient(RuntimeClient):
 
         return StateStore(self.state_root)
 
-    def _failed(self, op: str, e: Exception) -> SystemSetupError:
-        text = (f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
-                if isinstance(e, OSError) and e.strerror else str(e))
-        return SystemSetupError(f"{DEFAULT_RUNTIME} {op}: {text or 'failed'}")
+    def _call(self, op: str, function: Callable[[Any, str], object], cid: str) -> None:
+        """``function(store, cid)``; an error as the binary's (``isobox-runtime OP: ...``)."""
+        try:
+            function(self._store(), cid)
+        except (IsoboxError, OSError) as e:
+            text = (f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
+                    if isinstance(e, OSError) and e.strerror else str(e))
+            raise SystemSetupError(f"{DEFAULT_RUNTIME} {op}: {text or 'failed'}") from None
 
     def start(self, cid: str) -> None:
         from isobox.runtime.container_start import start
 
-        try:
-            start(self._store(), cid)
-        except (IsoboxError, OSError) as e:
-            raise self._failed("start", e) from None
+        self._call("start", start, cid)
 
     def kill(self, cid: str, signal: int | str, all_: bool = False) -> bool:
         from isobox.runtime.container_kill import kill
@@ -166,15 +168,9 @@ class OwnRuntimeClient(RuntimeClient):
     def pause(self, cid: str) -> None:
         from isobox.runtime.container_pause import pause
 
-        try:
-            pause(self._store(), cid)
-        except (IsoboxError, OSError) as e:
-            raise self._failed("pause", e) from None
+        self._call("pause", pause, cid)
 
     def resume(self, cid: str) -> None:
         from isobox.runtime.container_pause import resume
 
-        try:
-            resume(self._store(), cid)
-        except (IsoboxError, OSError) as e:
-            raise self._failed("resume", e) from None
+        self._call("resume", resume, cid)
