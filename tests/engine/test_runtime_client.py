@@ -4,6 +4,8 @@ pause, resume and delete must behave as the binary does, on a real container and
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Callable
 
 import pytest
@@ -80,3 +82,46 @@ def test_delete_force_kills_a_running_container(runtime: Runtime, bundle: Bundle
     OwnRuntimeClient(own_runtime_path(), runtime.root).delete(cid, force=True)
     wait_gone(pid)
     assert cid not in runtime.ids()
+
+
+def test_a_corrupt_state_file_is_an_error_not_a_traceback(runtime: Runtime,
+                                                          bundle: Bundle) -> None:
+    bundle.set_args("true")
+    cid = unique_id()
+    runtime("create", "--bundle", bundle.path, cid)
+    state_file = os.path.join(runtime.root, cid, "state.json")
+    with open(state_file, "rb") as f:
+        good = f.read()
+    try:
+        with open(state_file, "wb") as f:
+            f.write(good[: len(good) // 2])  # as after a torn write
+        own = OwnRuntimeClient(own_runtime_path(), runtime.root)
+        text = _error(own.start, cid)
+        assert text.startswith("isobox-runtime start: ") and "not a valid state file" in text
+        assert own.kill(cid, "KILL") is False
+        own.delete(cid)  # ignored, as the binary's failure was
+        res = runtime("start", cid, check=False)
+        assert res.code == 1 and "not a valid state file" in res.err
+        assert "Traceback" not in res.err
+    finally:
+        with open(state_file, "wb") as f:
+            f.write(good)
+
+
+def test_in_process_start_gives_up_on_an_init_that_never_takes_it(runtime: Runtime,
+                                                                  bundle: Bundle) -> None:
+    bundle.set_args("true")
+    cid = unique_id()
+    runtime("create", "--bundle", bundle.path, cid)
+    pid = runtime.state(cid)["pid"]
+    os.kill(pid, signal.SIGSTOP)  # blocked opening exec.fifo, and now stopped as well
+    try:
+        own = OwnRuntimeClient(own_runtime_path(), runtime.root)
+        own.start_timeout = 0.5
+        t = time.monotonic()
+        assert "did not take the start in 0.5 s" in _error(own.start, cid)
+        assert time.monotonic() - t < 5
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        runtime("delete", "--force", cid, check=False)
+    wait_gone(pid)

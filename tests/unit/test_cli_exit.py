@@ -61,3 +61,12 @@ def test_a_profiler_still_gets_to_write_its_results(tmp_path: Any) -> None:
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     assert out.exists() and out.stat().st_size > 0
+
+
+def test_closed_standard_streams_are_no_error() -> None:
+    code = ("import sys; sys.argv = ['isobox', '--version']; "
+            "from isobox.cli.main import entry; sys.exit(entry())")
+    for redirect in (">&-", "2>&-", ">&- 2>&-"):
+        p = subprocess.run(["sh", "-c", f'"$0" -c "$1" {redirect}', sys.executable, code],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, (redirect, p.stderr)

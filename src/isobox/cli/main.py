@@ -196,6 +196,8 @@ def entry() -> int:
 
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # the descriptor was closed when we started
+            continue
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe: Python's own exit status for it

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from isobox.errors import IsoboxError, NotFoundError, SystemSetupError
+from isobox.errors import NotFoundError, SystemSetupError
 
 DEFAULT_RUNTIME = "isobox-runtime"
 VM_RUNTIME = "isobox-vm-runtime"
@@ -131,11 +131,14 @@ class OwnRuntimeClient(RuntimeClient):
 
         return StateStore(self.state_root)
 
-    def _call(self, op: str, function: Callable[[Any, str], object], cid: str) -> None:
-        """``function(store, cid)``; an error as the binary's (``isobox-runtime OP: ...``)."""
+    start_timeout = 60.0  # seconds, as the binary's process was given
+
+    def _call(self, op: str, function: Callable[..., object], cid: str, **kw: Any) -> None:
+        """``function(store, cid)``; any error as the binary's (``isobox-runtime OP: ...``),
+        whose process turned every failure into an exit status."""
         try:
-            function(self._store(), cid)
-        except (IsoboxError, OSError) as e:
+            function(self._store(), cid, **kw)
+        except Exception as e:  # e.g. a corrupt state file: an error, never a traceback
             text = (f"{e.strerror}" + (f": {e.filename}" if e.filename else "")
                     if isinstance(e, OSError) and e.strerror else str(e))
             raise SystemSetupError(f"{DEFAULT_RUNTIME} {op}: {text or 'failed'}") from None
@@ -143,7 +146,7 @@ class OwnRuntimeClient(RuntimeClient):
     def start(self, cid: str) -> None:
         from isobox.runtime.container_start import start
 
-        self._call("start", start, cid)
+        self._call("start", start, cid, timeout=self.start_timeout)
 
     def kill(self, cid: str, signal: int | str, all_: bool = False) -> bool:
         from isobox.runtime.container_kill import kill
@@ -151,7 +154,7 @@ class OwnRuntimeClient(RuntimeClient):
 
         try:
             kill(self._store(), cid, parse_signal(str(signal)), all_)
-        except (IsoboxError, OSError, ValueError):
+        except Exception:  # as the binary's failure: False
             return False
         return True
 
@@ -162,7 +165,7 @@ class OwnRuntimeClient(RuntimeClient):
             return
         try:  # as the binary's failure, ignored: the caller cleans up what it owns regardless
             delete(self._store(), cid, force=force)
-        except (IsoboxError, OSError):
+        except Exception:
             pass
 
     def pause(self, cid: str) -> None:

@@ -8,7 +8,9 @@ from isobox.errors import ConflictError, SystemSetupError
 from isobox.runtime.state import ContainerState, StateStore
 
 
-def start(store: StateStore, cid: str) -> ContainerState:
+def start(store: StateStore, cid: str, timeout: float | None = None) -> ContainerState:
+    """Release the created container's process. ``timeout`` (seconds): give up if its init
+    has not taken the release by then (the CLI waits for as long as it takes, as runc)."""
     import select
 
     st = store.load(cid)
@@ -41,8 +43,13 @@ def start(store: StateStore, cid: str) -> ContainerState:
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLHUP)
         poller.register(pidfd, select.POLLIN)
+        deadline = None if timeout is None else _now() + timeout
         while True:
-            events = dict(poller.poll())
+            wait = None if deadline is None else max(0, int((deadline - _now()) * 1000))
+            events = dict(poller.poll(wait))
+            if not events and deadline is not None and _now() >= deadline:
+                raise SystemSetupError(f"the container's init did not take the start in "
+                                       f"{timeout:g} s")
             if fd in events:
                 data = posix.read(fd, 16)
                 if not data:
@@ -66,3 +73,9 @@ def start(store: StateStore, cid: str) -> ContainerState:
 
         run_hooks(st.config, "poststart", st.oci_state("running"), warn=True)
     return st
+
+
+def _now() -> float:
+    import time
+
+    return time.monotonic()

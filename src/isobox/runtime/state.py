@@ -10,7 +10,7 @@ from __future__ import annotations
 import posix  # not os: see below
 
 from isobox import fastjson
-from isobox.errors import ConflictError, IsoboxError, NotFoundError
+from isobox.errors import ConflictError, IsoboxError, NotFoundError, SystemSetupError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -67,7 +67,9 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     tmp = f"{path}.tmp{posix.getpid()}"
     fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, mode)
     try:
-        posix.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[posix.write(fd, view):]
     finally:
         posix.close(fd)
     posix.rename(tmp, path)
@@ -185,7 +187,13 @@ class StateStore:
             if _file_type(path) == _S_IFDIR:
                 raise ConflictError(f"container {cid} is still being created") from None
             raise NotFoundError(f"container does not exist: {cid}") from None
-        st = ContainerState(cid, path, fastjson.loads(raw))
+        try:
+            data = fastjson.loads(raw)
+        except ValueError:
+            data = None
+        if type(data) is not dict:
+            raise SystemSetupError(f"{_join(path, STATE_FILE)}: not a valid state file")
+        st = ContainerState(cid, path, data)
         if not creating_ok and st.data.get("creating") and st.status() == "creating":
             raise ConflictError(f"container {cid} is still being created")
         return st
