@@ -20,7 +20,7 @@ from images_helpers import (  # noqa: F401  (fixtures)
     rootfs_tar,
 )
 
-from harness import unique_id
+from harness import unique_id, wait_for
 from isobox.images.store import ImageStore
 
 pytestmark = pytest.mark.engine
@@ -151,6 +151,9 @@ def test_commit_a_running_container(docker_build: Docker, isobox: Isobox,
     name = f"{unique_id('commit')}:1"
     cid = docker("run", "-d", "-e", "FOO=bar", "-w", "/tmp", "busybox", "sh", "-c",
                  "echo data > /tmp/f; sleep 60").stdout.strip()
+    # commit takes the files as they are at that moment (Docker's too): wait for the write
+    wait_for(lambda: docker("exec", cid, "cat", "/tmp/f", check=False).stdout == "data\n",
+             what="the container's write")
     image_id = docker("commit", "-c", "LABEL a=b", "-m", "msg", "-a", "me", cid,
                       name).stdout.strip()
     assert image_id.startswith("sha256:")
