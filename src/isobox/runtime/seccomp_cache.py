@@ -145,6 +145,7 @@ def _store(root: str, name: str, key: str, library: list[Any], program: sec.Prog
     place (readers see the old entry or the new one). A cache that cannot be written is no
     error."""
     from isobox.fastjson import dumps
+    from isobox.runtime.state import write_all
 
     header = dumps({"key": key, "library": library, "flags": program.flags}).encode()
     data = _MAGIC + len(header).to_bytes(4, "little") + header + program.bpf
@@ -159,9 +160,7 @@ def _store(root: str, name: str, key: str, library: list[Any], program: sec.Prog
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600, dir_fd=dir_fd)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         finally:
             os.close(fd)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

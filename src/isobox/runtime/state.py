@@ -67,12 +67,17 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
     tmp = f"{path}.tmp{posix.getpid()}"
     fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[posix.write(fd, view):]
+        write_all(fd, data)
     finally:
         posix.close(fd)
     posix.rename(tmp, path)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``write`` until all of ``data`` is written (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[posix.write(fd, view):]
 
 
 class ContainerState:
