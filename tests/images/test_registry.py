@@ -421,6 +421,40 @@ def test_tls_htpasswd_login_push_pull_logout(store: ImageStore, store_root: str,
         reg.stop()
 
 
+def test_loopback_registry_is_probed_over_plain_http_first(store: ImageStore, store_root: str,
+                                                          registry: Registry) -> None:
+    """A plain-HTTP loopback registry: no TLS attempt at all, so no ``ssl`` import (~10 ms of
+    every pull here); the pull gives the image pushed."""
+    rec = make_image(store)
+    push_image(store, "example.test/app:1", f"{registry.host}/probe/app:1")
+    code = ("import sys\n"
+            "from isobox.images.store import ImageStore\n"
+            "from isobox.images.registry import pull_image\n"
+            f"s = ImageStore({os.path.join(store_root, 'probe')!r})\n"
+            f"print(pull_image(s, {registry.host + '/probe/app:1'!r}).id, 'ssl' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [rec.id, "False"]
+
+
+def test_loopback_https_registry_is_found_after_the_plain_probe(
+        store: ImageStore, store2: ImageStore, pki: dict[str, str]) -> None:
+    """An HTTPS registry on loopback, insecure by default (no CA given): the plain-HTTP
+    probe gets Go's 400 and HTTPS (unverified) is used."""
+    reg = Registry(tls=pki)
+    try:
+        rec = make_image(store)
+        ref = f"{reg.host}/tls/app:1"
+        push_image(store, "example.test/app:1", ref)
+        assert pull_image(store2, ref).id == rec.id
+        with RegistryClient(reg.host) as client:
+            client.ping()
+            assert client.base == f"https://{reg.host}"
+    finally:
+        reg.stop()
+
+
 def test_plain_http_needs_an_insecure_registry(store: ImageStore, registry: Registry) -> None:
     make_image(store)
     strict = RegistryOptions(tls_verify=True)

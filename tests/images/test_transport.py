@@ -5,12 +5,15 @@ stale keep-alive connections, proxies from the environment."""
 from __future__ import annotations
 
 import gzip
+import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+from registry_server import Registry, make_ca
 
 from isobox.images.registry.transport import HttpClient, TransportError, proxy_for
 
@@ -92,7 +95,7 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[HttpClient]:
     for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
                  "ALL_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    c = HttpClient(ssl.create_default_context(), timeout=10, connect_timeout=5,
+    c = HttpClient(ssl.create_default_context, timeout=10, connect_timeout=5,
                    headers={"User-Agent": "isobox-test"})
     yield c
     c.close()
@@ -231,3 +234,231 @@ def test_proxy_rules() -> None:
         assert proxy_for(("https", "10.1.2.3", 443)) is None
     finally:
         mp.undo()
+
+
+class RawServer:
+    """Answers each request with the next scripted bytes, as they are, and closes the
+    connection after an answer scripted with ``close``; it keeps what it received."""
+
+    def __init__(self, script: list[bytes | tuple[bytes, str]]) -> None:
+        self.script = list(script)
+        self.received: list[bytes] = []
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _read_request(self, conn: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            piece = conn.recv(65536)
+            if not piece:
+                return b""
+            data += piece
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        chunked = b"transfer-encoding: chunked" in head.lower()
+        while len(rest) < length if not chunked else not rest.endswith(b"0\r\n\r\n"):
+            piece = conn.recv(65536)
+            if not piece:
+                break
+            rest += piece
+        return head + b"\r\n\r\n" + rest
+
+    def _serve(self) -> None:
+        while self.script:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                conn.settimeout(5)
+                while self.script:
+                    try:
+                        request = self._read_request(conn)
+                    except OSError:
+                        break
+                    if not request:
+                        break
+                    self.received.append(request)
+                    answer = self.script.pop(0)
+                    data, close = answer if isinstance(answer, tuple) else (answer, "")
+                    conn.sendall(data)
+                    if close:
+                        break
+
+    def stop(self) -> None:
+        self.script.clear()
+        self.sock.close()
+        self.thread.join(5)
+
+
+Script = list[bytes | tuple[bytes, str]]
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[[Script], RawServer]]:
+    servers: list[RawServer] = []
+
+    def make(script: Script) -> RawServer:
+        servers.append(RawServer(script))
+        return servers[-1]
+    yield make
+    for s in servers:
+        s.stop()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_chunked_body_with_extensions_and_trailers_then_reuse(
+        raw: Callable[[Script], RawServer], client: HttpClient) -> None:
+    srv = raw([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 999\r\n\r\n"
+               b"5;name=x\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n", OK])
+    with client.request("GET", f"{srv.url}/c") as r:  # chunked wins over Content-Length
+        assert r.read() == b"hello world"
+    with client.request("GET", f"{srv.url}/d") as r:
+        assert r.read() == b"ok"
+    assert srv.connections == 1
+
+
+def test_conflicting_content_lengths_are_refused(
+        raw: Callable[[Script], RawServer], client: HttpClient) -> None:
+    srv = raw([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\nok"])
+    with pytest.raises(TransportError, match="invalid Content-Length"):
+        client.request("GET", f"{srv.url}/x")
+
+
+@pytest.mark.parametrize("answer, message", [
+    (b"HTTP/1.1 2000 OK\r\n\r\n", "invalid HTTP status line"),
+    (b"SSH-2.0-OpenSSH\r\n\r\n", "invalid HTTP status line"),
+    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "invalid response header line"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", "more than 128 response headers"),
+    (b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * (70 << 10) + b"\r\n\r\n", "longer than"),
+    (b"HTTP/1.1 200 OK\r\nContent-Le", "ended inside its headers"),
+])
+def test_malformed_answers_are_transport_errors(
+        raw: Callable[[Script], RawServer], client: HttpClient,
+        answer: bytes, message: str) -> None:
+    srv = raw([(answer, "close")])
+    with pytest.raises(TransportError, match=message):
+        client.request("GET", f"{srv.url}/x")
+
+
+def test_bad_chunk_size_is_an_error_naming_the_url(
+        raw: Callable[[Script], RawServer], client: HttpClient) -> None:
+    srv = raw([(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "close")])
+    r = client.request("GET", f"{srv.url}/x")
+    with pytest.raises(TransportError, match=rf"{srv.url}/x: invalid chunk size b'zz'"):
+        r.read()
+    assert r.is_closed
+
+
+def test_http_1_0_body_runs_to_the_close_and_the_connection_is_not_reused(
+        raw: Callable[[Script], RawServer], client: HttpClient) -> None:
+    srv = raw([(b"HTTP/1.0 200 OK\r\n\r\nuntil the end", "close"), OK])
+    with client.request("GET", f"{srv.url}/a") as r:
+        assert r.read() == b"until the end"
+    with client.request("GET", f"{srv.url}/b") as r:
+        assert r.read() == b"ok"
+    assert srv.connections == 2
+
+
+def test_interim_100_continue_is_skipped(
+        raw: Callable[[Script], RawServer], client: HttpClient) -> None:
+    srv = raw([b"HTTP/1.1 100 Continue\r\n\r\n" + OK])
+    with client.request("PUT", f"{srv.url}/u", body=b"data") as r:
+        assert r.status_code == 200 and r.read() == b"ok"
+    head, _, body = srv.received[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"PUT /u HTTP/1.1\r\n") and b"Content-Length: 4" in head
+    assert f"Host: 127.0.0.1:{srv.port}".encode() in head and body == b"data"
+
+
+@pytest.mark.parametrize("headers, url_suffix, message", [
+    ({"Authorization": "Bearer t\r\nX-Injected: 1"}, "/x", "control characters"),
+    ({"X-Bad\nName": "v"}, "/x", "control characters"),
+    ({}, "/a b", "invalid request target"),
+    ({"X-Text": "\u20ac"}, "/x", "not Latin-1"),
+])
+def test_requests_that_would_inject_are_refused_before_sending(
+        raw: Callable[[Script], RawServer], client: HttpClient,
+        headers: dict[str, str], url_suffix: str, message: str) -> None:
+    srv = raw([OK])
+    with pytest.raises(TransportError, match=message):
+        client.request("GET", f"{srv.url}{url_suffix}", headers=headers)
+    assert srv.received == []
+
+
+def test_body_shorter_than_its_content_length_is_an_error(
+        raw: Callable[[Script], RawServer], client: HttpClient) -> None:
+    srv = raw([OK])
+    with pytest.raises(TransportError, match="was 3 bytes, its Content-Length 10"):
+        client.request("PUT", f"{srv.url}/u", body=lambda: iter([b"abc"]),
+                       headers={"Content-Length": "10"})
+
+
+def test_iterable_body_without_length_is_sent_chunked(
+        raw: Callable[[Script], RawServer], client: HttpClient) -> None:
+    srv = raw([OK])
+    with client.request("POST", f"{srv.url}/u", body=lambda: iter([b"ab", b"", b"cde"])) as r:
+        assert r.read() == b"ok"
+    head, _, body = srv.received[0].partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    assert body == b"2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n"
+
+
+def test_https_through_a_connect_proxy(tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CONNECT tunnel with the proxy's credentials, then TLS to the registry inside it,
+    verified against the test CA."""
+    pki = make_ca(str(tmp_path))
+    reg = Registry(tls=pki)
+    seen: list[bytes] = []
+    proxy = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            b.close()
+
+    def serve() -> None:
+        conn, _ = proxy.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        seen.append(head)
+        upstream = socket.create_connection(("127.0.0.1", reg.port))
+        conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        threading.Thread(target=pipe, args=(upstream, conn), daemon=True).start()
+        pipe(conn, upstream)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    monkeypatch.setenv("https_proxy", f"http://u:p@127.0.0.1:{proxy.getsockname()[1]}")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    c = HttpClient(lambda: ssl.create_default_context(cafile=pki["ca.crt"]), timeout=10,
+                   connect_timeout=5)
+    try:
+        with c.request("GET", f"{reg.url}/v2/") as r:
+            assert r.status_code == 200 and r.read() == b"{}"
+    finally:
+        c.close()
+        proxy.close()
+        reg.stop()
+        t.join(5)
+    assert seen[0].startswith(f"CONNECT {reg.host} HTTP/1.1\r\n".encode())
+    assert b"Proxy-Authorization: Basic dTpw\r\n" in seen[0]  # u:p
+
+
+def test_tls_to_a_plain_http_server_fails_cleanly(server: Server, client: HttpClient) -> None:
+    with pytest.raises(TransportError):
+        client.request("GET", server.url.replace("http://", "https://") + "/v2/")

@@ -1,6 +1,6 @@
 """The registry client (OCI distribution spec): ``pull``, ``push``, ``login``/``logout``.
 
-* :mod:`.transport` — HTTP/1.1 on ``http.client``: keep-alive, redirects, proxies.
+* :mod:`.transport` — HTTP/1.1 on ``_socket``: keep-alive, redirects, proxies.
 * :mod:`.client` — TLS/insecure policy, auth challenges (anonymous, basic, bearer tokens
   from the ``WWW-Authenticate`` realm), bounded reads, the distribution API calls.
 * :mod:`.auth` — the credentials file ``<root>/auth.json`` (Docker's ``auths`` format).

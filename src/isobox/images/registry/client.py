@@ -9,8 +9,11 @@ Transport policy (like Docker and podman):
   variable ``ISOBOX_INSECURE_REGISTRIES`` (comma separated), when ``--tls-verify=false`` is
   given, or — like Docker's default ``127.0.0.0/8`` — when it is a loopback address
   (``localhost``, ``127.x.y.z``, ``::1``). For an insecure registry HTTPS is tried without
-  verification first, then plain HTTP. ``--tls-verify=true`` forces verified HTTPS even for
-  loopback registries.
+  verification first, then plain HTTP; for an insecure *loopback* registry plain HTTP first,
+  then HTTPS: unverified TLS only hides traffic from a passive observer, and nobody but root
+  observes loopback; the probe (``GET /v2/``) carries no credentials, and a TLS server
+  answers it with 400 or a closed connection, so HTTPS is still chosen where it is served.
+  ``--tls-verify=true`` forces verified HTTPS even for loopback registries.
 
 Authentication: the first request (``GET /v2/``) yields the challenge. ``Basic`` sends the
 stored credentials; ``Bearer`` fetches a token from the challenge's realm (with the
@@ -19,7 +22,7 @@ credentials, if any) for the scopes each request needs and caches it; a later
 
 Every response body is read with a bound (``/v2/``'s is never read); redirects are followed
 (the ``Authorization`` header is dropped when a redirect leaves the registry's origin). HTTP
-is :mod:`.transport`, on the standard library's ``http.client``.
+is :mod:`.transport` (our own HTTP/1.1 on ``_socket``; ``ssl`` only for HTTPS).
 Credentials and tokens are sent to the registry's own origin only (an upload ``Location`` on
 another host gets none), and to a token realm only over HTTPS unless the registry is insecure.
 """
@@ -28,21 +31,30 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import re
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from isobox.errors import NotFoundError, RegistryError
-from isobox.images.registry.transport import Body, HttpClient, Response, TransportError
+from isobox.images.registry.transport import (
+    REDIRECTS,
+    Body,
+    HttpClient,
+    Response,
+    TransportError,
+)
+from isobox.lazylog import get_logger
 from isobox.oci import image as oci
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import ssl
+
+log = get_logger(__name__)
 
 CERTS_D = "/etc/isobox/certs.d"
 MANIFEST_ACCEPT = ", ".join((oci.OCI_INDEX, oci.OCI_MANIFEST, oci.DOCKER_LIST,
@@ -109,6 +121,8 @@ def endpoint_host(registry: str) -> str:
 
 
 def ssl_context(registry: str, options: RegistryOptions) -> ssl.SSLContext:
+    import ssl
+
     ctx = ssl.create_default_context()
     cert_dir = options.cert_dir or os.path.join(options.certs_d, registry)
     if os.path.isdir(cert_dir):
@@ -131,6 +145,8 @@ def ssl_context(registry: str, options: RegistryOptions) -> ssl.SSLContext:
 
 def unverified_context() -> ssl.SSLContext:
     """For insecure registries (no CA loading: ~30 ms)."""
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -185,8 +201,9 @@ class RegistryClient:
 
             credentials = AuthFile(self.options.auth_file).get(registry)
         self.credentials = credentials
-        verify = unverified_context() if self.insecure else ssl_context(registry, self.options)
-        self.http = HttpClient(verify, timeout=self.options.timeout, connect_timeout=15.0,
+        options = self.options
+        tls = unverified_context if self.insecure else lambda: ssl_context(registry, options)
+        self.http = HttpClient(tls, timeout=self.options.timeout, connect_timeout=15.0,
                                headers={"User-Agent": USER_AGENT})
         self._base: str | None = None
         self._challenge: Challenge | None = None
@@ -215,19 +232,25 @@ class RegistryClient:
         with self._lock:
             if self._base is not None and self._challenge is not None:
                 return self._challenge
-            schemes = ["https", "http"] if self.insecure else ["https"]
+            schemes = ["https"]
+            if self.insecure:  # loopback: plain HTTP first (see the module's docstring)
+                schemes = ["http", "https"] if is_loopback(self.host) else ["https", "http"]
             last: Exception | None = None
             for scheme in schemes:
+                # plain HTTP before HTTPS: a redirect (to HTTPS, say) means "try HTTPS"
+                plain_first = scheme == "http" and scheme != schemes[-1]
                 try:  # streamed and closed unread: the body of /v2/ means nothing
-                    resp = self.http.request("GET", f"{scheme}://{self.host}/v2/")
+                    resp = self.http.request("GET", f"{scheme}://{self.host}/v2/",
+                                             follow_redirects=not plain_first)
                 except TransportError as e:
                     last = e
                     log.debug("%s://%s: %s", scheme, self.host, e)
                     continue
                 resp.close()
                 if resp.status_code not in (200, 401):
-                    if resp.status_code == 400 and scheme == "https" and len(schemes) > 1:
-                        continue  # an HTTP server answering a TLS hello
+                    if scheme != schemes[-1] and (resp.status_code == 400 or (
+                            plain_first and resp.status_code in REDIRECTS)):
+                        continue  # a server of the other scheme (TLS hello, plain request)
                     raise RegistryError(f"registry {self.registry}: GET /v2/ answered HTTP "
                                         f"{resp.status_code}; is this a registry?")
                 self._base = f"{scheme}://{self.host}"

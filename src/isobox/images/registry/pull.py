@@ -16,30 +16,31 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import logging
 import queue
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, cast
 
 from isobox.errors import ConfigError, RegistryError, VerificationError
 from isobox.images.reference import Reference, parse_reference
 from isobox.images.registry.client import RegistryClient, RegistryOptions, read_bounded
+from isobox.images.registry.parallel import run_all
 from isobox.images.registry.sources import record_sources
 from isobox.images.registry.transport import TransportError
 from isobox.images.store import ImageRecord, ImageStore, adds_content, remove_tree
+from isobox.lazylog import get_logger
 from isobox.oci import image as oci
 from isobox.oci.digest import hex_of
 
 if TYPE_CHECKING:
     from isobox.images.unpack import UnpackResult
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Progress = Callable[[str, str, int, int], None]  # (digest, status, bytes done, total)
 MAX_ATTEMPTS = 4
@@ -405,15 +406,8 @@ def pull_image(store: ImageStore, reference: str | Reference, *,
         jobs: dict[str, tuple[oci.Descriptor, str]] = {}
         for desc, diff_id in zip(manifest.layers, config.diff_ids, strict=True):
             jobs.setdefault(desc.digest, (desc, diff_id))
-        with ThreadPoolExecutor(max(1, options.parallel), "isobox-pull") as pool:
-            futures = [pool.submit(one, d, i) for d, i in jobs.values()]
-            errors = []
-            for f in futures:
-                exc = f.exception()
-                if exc is not None:
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
+        run_all([functools.partial(one, d, i) for d, i in jobs.values()], options.parallel,
+                "isobox-pull")
         store.blobs.put(resolved.data, expected=resolved.digest)
         record_sources(store, ref.registry, repo,
                        [manifest.config.digest, *(d.digest for d in manifest.layers)])

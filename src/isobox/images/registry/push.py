@@ -13,9 +13,8 @@ differs from the one the manifest names, a new manifest is written and registere
 
 from __future__ import annotations
 
-import logging
+import functools
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -24,12 +23,14 @@ from isobox.images.blobs import CHUNK
 from isobox.images.db import LayerRow
 from isobox.images.reference import Reference, parse_reference
 from isobox.images.registry.client import RegistryClient, RegistryOptions
+from isobox.images.registry.parallel import run_all
 from isobox.images.registry.sources import record_sources, sources_of
 from isobox.images.store import ImageRecord, ImageStore
+from isobox.lazylog import get_logger
 from isobox.oci import image as oci
 from isobox.oci.digest import sha256_of
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Progress = Callable[[str, str, int, int], None]  # (digest, status, bytes done, total)
 
@@ -157,14 +158,12 @@ def push_image(store: ImageStore, source: str, destination: str | None = None, *
     cfg = rec.manifest.config
     with RegistryClient(ref.registry, options, credentials) as client:
         # the layers and the config together (as Docker does); the manifest once all are in
-        with ThreadPoolExecutor(max(1, options.parallel), "isobox-push") as pool:
-            futures = [pool.submit(push_blob, store, client, repo, d, s, known[d], progress)
-                       for d, s in {**blobs, cfg.digest: cfg.size}.items()]
-            errors = [e for f in futures if (e := f.exception()) is not None]
-            if errors:
-                raise errors[0]
-            for f in futures:
-                counts[f.result()] += 1
+        outcomes = run_all([functools.partial(push_blob, store, client, repo, d, s, known[d],
+                                              progress)
+                            for d, s in {**blobs, cfg.digest: cfg.size}.items()],
+                           options.parallel, "isobox-push")
+        for outcome in outcomes:
+            counts[outcome] += 1
         answered = client.put_manifest(repo, tag, data, rec.manifest_media_type)
     digest = sha256_of(data)
     if answered and answered != digest:
