@@ -70,7 +70,7 @@ def make_ca(d: str) -> dict[str, str]:
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", p["srv.key"], "-out", p["srv.csr"],
         "-subj", "/CN=127.0.0.1")
     with open(p["ext.cnf"], "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:registry.test\n")
     run("x509", "-req", "-in", p["srv.csr"], "-CA", p["ca.crt"], "-CAkey", p["ca.key"],
         "-CAcreateserial", "-out", p["srv.crt"], "-days", "2", "-extfile", p["ext.cnf"])
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", p["tok.key"], "-out",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from registry_server import Registry, make_ca
 
+from isobox.images.registry import transport
 from isobox.images.registry.transport import HttpClient, TransportError, proxy_for
 
 
@@ -232,6 +233,9 @@ def test_proxy_rules() -> None:
         assert proxy_for(("https", "a.example.com", 443)) is None
         assert proxy_for(("https", "example.com", 443)) is None
         assert proxy_for(("https", "10.1.2.3", 443)) is None
+        for loopback in ("localhost", "127.0.0.1", "127.9.8.7", "::1"):  # never proxied
+            assert proxy_for(("https", loopback, 5000)) is None
+        assert proxy_for(("https", "128.0.0.1", 5000)) == "http://proxy:3128"
     finally:
         mp.undo()
 
@@ -285,7 +289,10 @@ class RawServer:
                     if not request:
                         break
                     self.received.append(request)
-                    answer = self.script.pop(0)
+                    try:
+                        answer = self.script.pop(0)
+                    except IndexError:  # stopped meanwhile
+                        break
                     data, close = answer if isinstance(answer, tuple) else (answer, "")
                     conn.sendall(data)
                     if close:
@@ -317,9 +324,9 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 def test_chunked_body_with_extensions_and_trailers_then_reuse(
         raw: Callable[[Script], RawServer], client: HttpClient) -> None:
-    srv = raw([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 999\r\n\r\n"
+    srv = raw([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                b"5;name=x\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Trailer: t\r\n\r\n", OK])
-    with client.request("GET", f"{srv.url}/c") as r:  # chunked wins over Content-Length
+    with client.request("GET", f"{srv.url}/c") as r:
         assert r.read() == b"hello world"
     with client.request("GET", f"{srv.url}/d") as r:
         assert r.read() == b"ok"
@@ -414,7 +421,8 @@ def test_iterable_body_without_length_is_sent_chunked(
 def test_https_through_a_connect_proxy(tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A CONNECT tunnel with the proxy's credentials, then TLS to the registry inside it,
-    verified against the test CA."""
+    verified against the test CA (its certificate also names registry.test: loopback
+    hosts are never proxied, the proxy connects to 127.0.0.1 whatever the name)."""
     pki = make_ca(str(tmp_path))
     reg = Registry(tls=pki)
     seen: list[bytes] = []
@@ -448,17 +456,125 @@ def test_https_through_a_connect_proxy(tmp_path: Path,
     c = HttpClient(lambda: ssl.create_default_context(cafile=pki["ca.crt"]), timeout=10,
                    connect_timeout=5)
     try:
-        with c.request("GET", f"{reg.url}/v2/") as r:
+        with c.request("GET", f"https://registry.test:{reg.port}/v2/") as r:
             assert r.status_code == 200 and r.read() == b"{}"
     finally:
         c.close()
         proxy.close()
         reg.stop()
         t.join(5)
-    assert seen[0].startswith(f"CONNECT {reg.host} HTTP/1.1\r\n".encode())
+    assert seen[0].startswith(f"CONNECT registry.test:{reg.port} HTTP/1.1\r\n".encode())
     assert b"Proxy-Authorization: Basic dTpw\r\n" in seen[0]  # u:p
 
 
 def test_tls_to_a_plain_http_server_fails_cleanly(server: Server, client: HttpClient) -> None:
     with pytest.raises(TransportError):
         client.request("GET", server.url.replace("http://", "https://") + "/v2/")
+
+
+def test_connect_authority_always_has_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Authority form needs the port, 443 included; a refused CONNECT is an error."""
+    seen: list[bytes] = []
+    proxy = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = proxy.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            seen.append(head)
+            conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    c = HttpClient(ssl.create_default_context, timeout=5, connect_timeout=5)
+    try:
+        with pytest.raises(TransportError, match=r"CONNECT registry\.test:443 answered HTTP 403"):
+            c.request("GET", "https://registry.test/v2/")
+    finally:
+        c.close()
+        proxy.close()
+        t.join(5)
+    assert seen[0].startswith(b"CONNECT registry.test:443 HTTP/1.1\r\nHost: registry.test:443")
+
+
+@pytest.mark.parametrize("answer, message", [
+    (b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\n\r\n", "folded response header line"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nok", "invalid Content-Length"),
+    (b"HTTP/1.1 100 Continue\r\n\r\n" * 11 + OK, "more than 10 interim"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X-A: " + b"b" * 60000 + b"\r\n" * 1 + b"X-B: "
+     + b"c" * 60000 + b"\r\n" + b"X-C: " + b"d" * 60000 + b"\r\n" + b"X-D: "
+     + b"e" * 60000 + b"\r\n" + b"X-E: " + b"f" * 60000 + b"\r\n\r\n", "bytes of them"),
+])
+def test_answers_past_the_bounds_are_refused(
+        raw: Callable[[Script], RawServer], client: HttpClient,
+        answer: bytes, message: str) -> None:
+    srv = raw([(answer, "close")])
+    with pytest.raises(TransportError, match=message):
+        client.request("GET", f"{srv.url}/x")
+
+
+@pytest.mark.parametrize("size", [b"0x5", b"+5", b"0_5", b"-5"])
+def test_chunk_sizes_are_plain_hex(raw: Callable[[Script], RawServer], client: HttpClient,
+                                   size: bytes) -> None:
+    srv = raw([(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size
+                + b"\r\nhello\r\n0\r\n\r\n", "close")])
+    r = client.request("GET", f"{srv.url}/x")
+    with pytest.raises(TransportError, match="invalid chunk size"):
+        r.read()
+
+
+@pytest.mark.parametrize("first", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"
+    b"Content-Length: 6\r\n\r\nINJECT",  # bytes past the framed body
+    b"HTTP/1.1 101 Switching Protocols\r\n\r\nHTTP/1.1 200 OK\r\n"
+    b"Content-Length: 6\r\n\r\nINJECT",  # an upgrade nobody asked for
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+    b"2\r\nok\r\n0\r\n\r\n",  # ambiguous framing
+])
+def test_a_connection_with_doubtful_framing_is_not_reused(
+        raw: Callable[[Script], RawServer], client: HttpClient, first: bytes) -> None:
+    """Otherwise the next request would read the bytes left over as its answer."""
+    srv = raw([(first, "close"), b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal"])
+    with client.request("GET", f"{srv.url}/a") as r:
+        assert r.read() == b"ok" or r.status_code == 101  # chunked wins over Content-Length
+    with client.request("GET", f"{srv.url}/b") as r:
+        assert r.read() == b"real"
+    assert srv.connections == 2
+
+
+def test_body_over_its_content_length_is_not_sent(
+        raw: Callable[[Script], RawServer], client: HttpClient) -> None:
+    srv = raw([OK])
+    smuggled = b"0123456789GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    with pytest.raises(TransportError, match="over its Content-Length 10"):
+        client.request("PUT", f"{srv.url}/u", body=lambda: iter([smuggled]),
+                       headers={"Content-Length": "10"})
+    client.close()
+    srv.stop()
+    assert all(b"smuggled" not in r for r in srv.received)
+
+
+def test_a_body_that_fails_closes_its_connection(
+        raw: Callable[[Script], RawServer], client: HttpClient,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def body() -> Iterator[bytes]:
+        yield b"ab"
+        raise RuntimeError("the file went away")
+
+    closed: list[object] = []
+    real_close = transport.Connection.close
+
+    def close(self: transport.Connection) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(transport.Connection, "close", close)
+    srv = raw([OK, OK])
+    with pytest.raises(RuntimeError, match="went away"):
+        client.request("PUT", f"{srv.url}/u", body=body, headers={"Content-Length": "4"})
+    assert len(closed) == 1 and client._idle == {}  # closed, not leaked nor put back

@@ -47,6 +47,7 @@ from isobox.images.registry.transport import (
     HttpClient,
     Response,
     TransportError,
+    is_loopback_host,
 )
 from isobox.lazylog import get_logger
 from isobox.oci import image as oci
@@ -78,17 +79,8 @@ def split_host_port(host: str) -> tuple[str, str]:
 
 
 def is_loopback(host: str) -> bool:
-    name, _ = split_host_port(host)
-    if name == "localhost":
-        return True
-    if ":" not in name and not name.replace(".", "").isdigit():
-        return False  # a host name: neither an IPv4 nor an IPv6 literal
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    """``host[:port]`` names ``localhost`` or a loopback IP literal."""
+    return is_loopback_host(split_host_port(host)[0])
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ by threads, redirects (``Authorization`` dropped when a redirect leaves the orig
 connect and read timeouts, proxies from the environment (``http_proxy``, ``https_proxy``,
 ``no_proxy``), bodies streamed in 1 MiB pieces, a ``Content-Encoding`` the server sends
 anyway decoded with a bound. Responses are framed as RFC 9112 says (chunked before
-``Content-Length``, conflicting lengths refused, no body for HEAD, 1xx, 204 and 304).
+``Content-Length`` and that connection not reused, conflicting lengths refused, no body for
+HEAD, 1xx, 204 and 304, folded header lines refused, headers and interim answers bounded);
+a connection goes back to the pool only with its body read to the end and nothing after it.
 
 Why not the standard library's ``http.client`` (used before, and httpx before it): it
 imports ``email``, ``socket`` and ``ssl`` whatever the scheme, ~35 ms of every ``isobox pull``
@@ -32,6 +34,8 @@ MAX_REDIRECTS = 10
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_LINE = 64 << 10  # status line, header line, chunk-size line
 MAX_HEADERS = 128
+MAX_HEADER_BYTES = 256 << 10
+MAX_INTERIM = 10
 Body = bytes | Callable[[], Iterable[bytes]] | None
 ContextFactory = Callable[[], "ssl.SSLContext"]
 
@@ -73,11 +77,30 @@ def _no_proxy(host: str) -> bool:
     return False
 
 
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP literal (``127.0.0.0/8``, ``::1``)."""
+    if host == "localhost":
+        return True
+    parts = host.split(".")
+    if len(parts) == 4 and all(p.isascii() and p.isdigit() for p in parts):
+        return parts[0] == "127"
+    if ":" not in host:
+        return False
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def proxy_for(origin: Origin) -> str | None:
-    """The environment's proxy URL for ``origin`` (curl's rules), or None."""
+    """The environment's proxy URL for ``origin`` (curl's rules), or None. Loopback hosts
+    are never proxied (as Go's and Docker's clients): a proxy's ``localhost`` is not ours,
+    and a loopback registry is spoken to in plain HTTP first."""
     scheme, host, _ = origin
     url = _env(f"{scheme}_proxy") or _env("all_proxy")
-    if not url or _no_proxy(host):
+    if not url or is_loopback_host(host) or _no_proxy(host):
         return None
     return url if "://" in url else f"http://{url}"
 
@@ -126,6 +149,10 @@ class Connection:
 
     def close(self) -> None:
         self.sock.close()
+
+    @property
+    def buffered(self) -> bool:
+        return bool(self._buf)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -201,13 +228,18 @@ class Response:
         self._key = key
         self.url = url
         self.status_code, version = self._read_status(conn)
+        interim = 0
         while 100 <= self.status_code < 200 and self.status_code != 101:
-            self._read_headers(conn)  # an interim answer (100 Continue): the real one follows
+            interim += 1  # an interim answer (100 Continue): the real one follows
+            if interim > MAX_INTERIM:
+                raise TransportError(f"more than {MAX_INTERIM} interim (1xx) responses")
+            self._read_headers(conn)
             self.status_code, version = self._read_status(conn)
         self.headers = Headers(self._read_headers(conn))
-        tokens = {t.strip().lower() for t in (self.headers.get("connection") or "").split(",")}
-        self._will_close = "close" in tokens or (version == "HTTP/1.0"
-                                                 and "keep-alive" not in tokens)
+        tokens = {t.strip().lower() for v in self.headers.get_all("connection")
+                  for t in v.split(",")}
+        self._will_close = ("close" in tokens or self.status_code < 200  # 101: not ours
+                            or (version == "HTTP/1.0" and "keep-alive" not in tokens))
         self._chunked = False
         self._remaining: int | None = None  # bytes of body left; None: until the close
         self._chunk_left = 0
@@ -217,11 +249,13 @@ class Response:
             codings = [c.strip().lower() for t in te for c in t.split(",") if c.strip()]
             if codings and codings[-1] == "chunked":
                 self._chunked = True
+                if self.headers.get("content-length") is not None:
+                    self._will_close = True  # RFC 9112 6.3: ambiguous; not reused
             else:
                 self._will_close = True  # RFC 9112 6.3: read until the connection closes
         else:
             lengths = {v.strip() for v in self.headers.get_all("content-length")}
-            if len(lengths) > 1 or (lengths and not next(iter(lengths)).isdigit()):
+            if len(lengths) > 1 or (lengths and not _is_decimal(next(iter(lengths)))):
                 raise TransportError(f"{url}: invalid Content-Length {sorted(lengths)}")
             if lengths:
                 self._remaining = int(next(iter(lengths)))
@@ -246,19 +280,20 @@ class Response:
     @staticmethod
     def _read_headers(conn: Connection) -> list[tuple[str, str]]:
         items: list[tuple[str, str]] = []
+        total = 0
         while True:
             line = conn.readline()
             if not line.endswith(b"\n"):
                 raise TransportError("the response ended inside its headers")
             if line in (b"\r\n", b"\n"):
                 return items
-            if len(items) >= MAX_HEADERS:
-                raise TransportError(f"more than {MAX_HEADERS} response headers")
+            total += len(line)
+            if len(items) >= MAX_HEADERS or total > MAX_HEADER_BYTES:
+                raise TransportError(f"more than {MAX_HEADERS} response headers or "
+                                     f"{MAX_HEADER_BYTES} bytes of them")
             text = line.decode("latin-1").rstrip("\r\n")
-            if text[:1] in (" ", "\t") and items:  # obsolete line folding
-                name, value = items[-1]
-                items[-1] = (name, f"{value} {text.strip()}")
-                continue
+            if text[:1] in (" ", "\t"):  # RFC 9112 5.2: obsolete line folding, refused
+                raise TransportError(f"folded response header line {text[:80]!r}")
             name, sep, value = text.partition(":")
             if not sep or not name or name != name.strip():
                 raise TransportError(f"invalid response header line {text[:80]!r}")
@@ -278,16 +313,11 @@ class Response:
                     if not line.endswith(b"\n"):
                         raise TransportError("the chunked body ended early")
                     text = line.split(b";", 1)[0].strip()
-                    try:
-                        self._chunk_left = int(text, 16)
-                    except ValueError:
-                        raise TransportError(f"invalid chunk size {text[:20]!r}") from None
-                    if self._chunk_left < 0:
+                    if not text or text.strip(b"0123456789abcdefABCDEF"):
                         raise TransportError(f"invalid chunk size {text[:20]!r}")
+                    self._chunk_left = int(text, 16)
                     if self._chunk_left == 0:
-                        while (t := conn.readline()) not in (b"\r\n", b"\n"):  # trailers
-                            if not t:
-                                raise TransportError("the chunked body ended early")
+                        self._read_headers(conn)  # trailers, bounded as headers are
                         self._done = True
                         return
                 data = conn.read(min(size, self._chunk_left))
@@ -359,8 +389,8 @@ class Response:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if self._done and not self._will_close:
-            self._client._release(self._key, conn)
+        if self._done and not self._will_close and not conn.buffered:
+            self._client._release(self._key, conn)  # (bytes past the body: not reusable)
         else:
             conn.close()
 
@@ -476,7 +506,7 @@ class HttpClient:
         sock = _connect(p.hostname, p.port or 3128, self.connect_timeout)
         if scheme == "http":
             return sock
-        authority = _host_header(host, port, "")
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         conn = Connection(sock)
         try:
             conn.send(_request_head("CONNECT", authority,
@@ -567,6 +597,9 @@ class HttpClient:
                 if reused and attempt == 0 and _stale(e):
                     continue
                 raise TransportError(_reason(e)) from None
+            except BaseException:
+                conn.close()
+                raise
         raise AssertionError("unreachable")
 
 
@@ -580,18 +613,25 @@ def _send_body(conn: Connection, head: bytes, body: Body, chunked: bool,
             conn.send(head)
             conn.send(data)
         return
+    limit = int(declared) if declared is not None and _is_decimal(declared) else None
     conn.send(head)
     sent = 0
     for piece in body():
         if not piece:
             continue  # an empty chunk would end a chunked body
-        conn.send(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
         sent += len(piece)
+        if limit is not None and sent > limit:  # the surplus would be the next "request"
+            raise TransportError(f"the request body is over its Content-Length {declared}")
+        conn.send(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
     if chunked:
         conn.send(b"0\r\n\r\n")
-    elif declared is not None and declared.isdigit() and sent != int(declared):
+    elif limit is not None and sent != limit:
         raise TransportError(f"the request body was {sent} bytes, its Content-Length "
                              f"{declared}")
+
+
+def _is_decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # str.isdigit alone takes "²"
 
 
 def _proxy_auth(proxy: str) -> dict[str, str]:
