@@ -240,6 +240,28 @@ def test_parent_cgroup_shared_by_two_containers_is_kept(
     assert not os.path.exists(f"{V1}/memory{group}/b")
 
 
+@pytest.mark.skipif(not has_v1("cpuset"), reason="needs a cgroup v1 cpuset hierarchy")
+def test_existing_parent_with_an_empty_cpuset_is_filled(runtime: Runtime,
+                                                        bundle: Bundle) -> None:
+    """The moment of a race between two creates sharing a new parent: one has made the
+    parent's cpuset directory and not yet copied cpus/mems into it, the other finds it
+    and makes its container's cgroup under it. Without filling the existing parent, the
+    init cannot join (ENOSPC, seen with 32 concurrent `isobox run`)."""
+    parent = f"{V1}/cpuset/{RUN_PREFIX}-emptycpuset"
+    os.mkdir(parent)  # as the other create left it: cpus and mems still empty
+    try:
+        assert read(f"{parent}/cpuset.cpus").strip() == ""
+        bundle.config["linux"]["cgroupsPath"] = f"/{RUN_PREFIX}-emptycpuset/{unique_id('g')}"
+        cid, pid = start_sleeper(runtime, bundle)
+        assert read(f"{parent}/cpuset.cpus").strip() == read(f"{V1}/cpuset/cpuset.cpus").strip()
+        assert read(f"{ctl_dir(pid, 'cpuset')}/cpuset.mems").strip() != ""
+        runtime("delete", "--force", cid)
+    finally:
+        for sub, _, _ in sorted(os.walk(parent), key=lambda w: -len(w[0])):
+            os.rmdir(sub)
+    assert not cgroup_dirs_matching(f"{RUN_PREFIX}-emptycpuset")
+
+
 @pytest.mark.parametrize(("path", "needle"), [
     ("/../escape", "linux.cgroupsPath"),
     ("a:b", "linux.cgroupsPath"),

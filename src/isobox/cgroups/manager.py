@@ -147,13 +147,14 @@ class CgroupManager:
                     try:
                         posix.mkdir(cur, 0o755)
                     except FileExistsError:
-                        continue
+                        pass
                     except OSError as err:
                         raise SystemSetupError(f"cannot create cgroup {cur}: "
                                                f"{err.strerror}") from None
-                    self._created.append(cur)
-                    if cpuset:
-                        from isobox.cgroups.v1 import copy_cpuset
+                    else:
+                        self._created.append(cur)
+                    if cpuset:  # existing ones too: another create may have made it just
+                        from isobox.cgroups.v1 import copy_cpuset  # now, not filled it yet
 
                         copy_cpuset(parent, cur)
             if self.layout == "v2" and self._v2key is not None:
