@@ -118,3 +118,20 @@ def test_attach_socket_with_stdin(client: docker.DockerClient) -> None:
     ct.reload()
     assert ct.status == "running"
     ct.remove(force=True)
+
+
+def test_attach_ends_when_the_container_ran_and_exited_elsewhere(
+        client: docker.DockerClient, isobox: Isobox) -> None:
+    """An attach waiting for the start of a container that the isobox CLI starts (no
+    session handed over) and that exits between two polls: the stream ends, not hangs.
+    (The same hang, seen once in ~100 `docker run`s on a loaded machine, came from a start
+    that ran before the attach registered its wait; it now registers before its 101.)"""
+    ct = client.containers.create("busybox", "true")
+    sock = ct.attach_socket(params={"stdout": 1, "stderr": 1, "stream": 1})
+    raw = sock._sock
+    raw.settimeout(15)
+    isobox("start", ct.id)
+    assert raw.recv(64) == b""  # the end of the stream (a hang times out)
+    sock.close()
+    assert ct.wait(timeout=30)["StatusCode"] == 0
+    ct.remove(force=True)

@@ -162,12 +162,21 @@ def run_attach(state: ApiState, ex: Exchange, ref: str, p: AttachParams,
         framed = mux and not tty
         stdin = p.stdin and bool(row.options.get("open_stdin"))
         replay = _replay(engine, row.id, p, framed) if p.logs else b""
-        sock, codec, pending = open_client(tty)
+        # waiting before the client hears its 101: the docker CLI starts the container as
+        # soon as it does, and a start that finds no waiter starts it without a session
+        waiter = state.attaches.register(row.id) if p.stream and status != "running" \
+            else None
+        try:
+            sock, codec, pending = open_client(tty)
+        except BaseException:
+            if waiter is not None:
+                state.attaches.withdraw(row.id, waiter)
+            raise
         session: AttachSession | None = None
         if p.stream:
             bundle = engine.layout.container_dir(row.id)
-            session = AttachSession.connect(bundle) if status == "running" else \
-                _wait_for_start(state, ex, engine, row.id, bundle)
+            session = AttachSession.connect(bundle) if waiter is None else \
+                _wait_for_start(state, ex, engine, row.id, bundle, waiter, row.started_at)
     if session is None:  # logs only, or the client left before the start
         Pump(sock, [], None, codec=codec, pending=pending, initial=codec.encode(replay)
              if replay else b"").run()
@@ -187,19 +196,20 @@ def _replay(engine: Engine, cid: str, p: AttachParams, framed: bool) -> bytes:
     return bytes(out)
 
 
-def _wait_for_start(state: ApiState, ex: Exchange, engine: Engine, cid: str,
-                    bundle: str) -> AttachSession | None:
+def _wait_for_start(state: ApiState, ex: Exchange, engine: Engine, cid: str, bundle: str,
+                    waiter: AttachWaiter, started_at: float) -> AttachSession | None:
+    """The session a start hands over; else, for a container started elsewhere (its
+    ``started_at`` moved: it may have ended between two polls already), one joined late;
+    None when the client left or there is nothing left to join."""
     from isobox.engine.attach import AttachSession
 
-    waiter = state.attaches.register(cid)
     while not waiter.ready.wait(POLL):
         gone = ex.client_gone(eof_is_gone=False) or state.stopping.is_set()
         try:
-            running = engine.get(cid).status == "running"
+            started = engine.get(cid).started_at != started_at
         except NotFoundError:
-            gone = True
-            running = False
-        if (gone or running) and state.attaches.withdraw(cid, waiter):
+            gone, started = True, False
+        if (gone or started) and state.attaches.withdraw(cid, waiter):
             if gone:
                 return None
             try:  # started by someone else (the isobox CLI): join late
