@@ -136,9 +136,6 @@ class Headers:
         low = name.lower()
         return [v for k, v in self._items if k.lower() == low]
 
-    def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
-
 
 class Connection:
     """One TCP (or TLS) connection and its read buffer."""
@@ -585,7 +582,8 @@ class HttpClient:
             chunked = True
             extra["Transfer-Encoding"] = "chunked"
         head = _request_head(method, target, {**extra, **all_headers})
-        declared = all_headers.get("Content-Length") or all_headers.get("content-length")
+        declared = next((v for k, v in all_headers.items() if k.lower() == "content-length"),
+                        None)
         for attempt in (0, 1):
             conn, reused = self._connection(key)
             try:
