@@ -105,9 +105,9 @@ class CgroupManager:
         return dict(self._dirs)
 
     def exists(self) -> bool:
-        import os
+        from isobox.linux.pathnames import isdir
 
-        return all(os.path.isdir(d) for d in self._dirs.values())
+        return all(isdir(d) for d in self._dirs.values())
 
     def hierarchies_for_mount(self) -> list[dict[str, Any]]:
         """What the runtime needs to give a container its cgroupfs, one dict per hierarchy:

@@ -13,7 +13,7 @@ callers use the child for a few syscalls, then ``fork``, ``execve`` or ``_exit``
 
 from __future__ import annotations
 
-import os
+import posix
 
 from isobox.linux import libc as C
 
@@ -29,7 +29,7 @@ class _CloneArgs(C.Structure):
 
 
 def fork_into_cgroup(cgroup_fd: int, flags: int = 0) -> int:
-    """Like os.fork(), with the child created in the cgroup2 directory ``cgroup_fd`` (and in
+    """Like posix.fork(), with the child created in the cgroup2 directory ``cgroup_fd`` (and in
     new namespaces for the CLONE_NEW* bits of ``flags``).
 
     Raises OSError (ENOSYS, EINVAL, …) when the kernel cannot do it; the caller falls back.
@@ -47,5 +47,5 @@ def fork_into_cgroup(cgroup_fd: int, flags: int = 0) -> int:
     err = C.get_errno()
     in_parent()
     if pid < 0:
-        raise OSError(err, f"clone3(CLONE_INTO_CGROUP): {os.strerror(err)}")
+        raise OSError(err, f"clone3(CLONE_INTO_CGROUP): {posix.strerror(err)}")
     return int(pid)

@@ -10,7 +10,7 @@ refused instead of followed. Callers mount onto ``/proc/self/fd/N`` of the retur
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import stat
 
 from isobox.errors import SystemSetupError
@@ -25,7 +25,7 @@ from isobox.linux.syscalls import (
 )
 
 IN_ROOT = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
-O_PATH = os.O_PATH
+O_PATH = posix.O_PATH
 
 
 def fd_path(fd: int) -> str:
@@ -48,34 +48,34 @@ def _open_child_nofollow(parent: int, name: str, flags: int) -> int:
 def mkdir_all(rootfd: int, path: str, mode: int = 0o755) -> int:
     """Open (creating as needed) the directory ``path`` inside the root; returns an O_PATH fd."""
     try:
-        return open_in_root(rootfd, path, O_PATH | os.O_DIRECTORY)
+        return open_in_root(rootfd, path, O_PATH | posix.O_DIRECTORY)
     except FileNotFoundError:
         pass
     comps = components(path)
-    cur = os.dup(rootfd)
+    cur = posix.dup(rootfd)
     try:
         for i, comp in enumerate(comps):
             prefix = "/".join(comps[: i + 1])
             try:
-                nxt = openat2(rootfd, prefix, O_PATH | os.O_DIRECTORY, IN_ROOT)
+                nxt = openat2(rootfd, prefix, O_PATH | posix.O_DIRECTORY, IN_ROOT)
             except FileNotFoundError:
                 try:
-                    os.mkdir(comp, mode, dir_fd=cur)
+                    posix.mkdir(comp, mode, dir_fd=cur)
                 except FileExistsError:
                     pass
                 try:
-                    nxt = _open_child_nofollow(cur, comp, O_PATH | os.O_DIRECTORY)
+                    nxt = _open_child_nofollow(cur, comp, O_PATH | posix.O_DIRECTORY)
                 except OSError as e:
                     raise OSError(e.errno, f"cannot create directory /{prefix}: "
-                                  f"{os.strerror(e.errno or 0)}", "/" + prefix) from None
+                                  f"{posix.strerror(e.errno or 0)}", "/" + prefix) from None
             except NotADirectoryError:
                 raise NotADirectoryError(errno.ENOTDIR, f"/{prefix} is not a directory",
                                          "/" + prefix) from None
-            os.close(cur)
+            posix.close(cur)
             cur = nxt
         return cur
     except BaseException:
-        os.close(cur)
+        posix.close(cur)
         raise
 
 
@@ -100,25 +100,25 @@ def create_file(rootfd: int, path: str, mode: int = 0o644) -> int:
     A symlink at the final component is refused (it would be followed by the mount).
     """
     try:
-        fd = open_in_root(rootfd, path, O_PATH | os.O_NOFOLLOW)
+        fd = open_in_root(rootfd, path, O_PATH | posix.O_NOFOLLOW)
     except FileNotFoundError:
         pass
     else:
-        st = os.fstat(fd)
+        st = posix.fstat(fd)
         if stat.S_ISLNK(st.st_mode):
-            os.close(fd)
+            posix.close(fd)
             raise OSError(errno.ELOOP, f"{path} is a symlink", path)
         return fd
     parent, name = open_parent(rootfd, path)
     try:
         try:
-            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY
-                             | os.O_CLOEXEC, mode, dir_fd=parent))
+            posix.close(posix.open(name, posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW
+                                   | posix.O_WRONLY | posix.O_CLOEXEC, mode, dir_fd=parent))
         except FileExistsError:
             pass
         return _open_child_nofollow(parent, name, O_PATH)
     finally:
-        os.close(parent)
+        posix.close(parent)
 
 
 def is_symlink_in_root(rootfd: int, path: str) -> bool:
@@ -128,16 +128,16 @@ def is_symlink_in_root(rootfd: int, path: str) -> bool:
     except IsADirectoryError:
         return False
     try:
-        parent = open_in_root(rootfd, parent_path, O_PATH | os.O_DIRECTORY)
+        parent = open_in_root(rootfd, parent_path, O_PATH | posix.O_DIRECTORY)
     except OSError:
         return False
     try:
-        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        st = posix.stat(name, dir_fd=parent, follow_symlinks=False)
         return stat.S_ISLNK(st.st_mode)
     except OSError:
         return False
     finally:
-        os.close(parent)
+        posix.close(parent)
 
 
 # -- writes to procfs (CVE-2025-52881) ---------------------------------------------------
@@ -148,7 +148,7 @@ def check_procfs_root(fd: int, what: str) -> None:
     """Refuse ``fd`` unless it is the root directory of a procfs instance."""
     if _sc.fstatfs_type(fd) != _sc.PROC_SUPER_MAGIC:
         raise SystemSetupError(f"{what} is not procfs; refusing to write to it")
-    ino = os.fstat(fd).st_ino
+    ino = posix.fstat(fd).st_ino
     if ino != PROC_ROOT_INO:
         raise SystemSetupError(f"{what}: unexpected inode {ino} (not the root of a procfs); "
                                "refusing to write to it")
@@ -156,11 +156,11 @@ def check_procfs_root(fd: int, what: str) -> None:
 
 def open_procfs(path: str = "/proc") -> int:
     """An O_PATH fd of the procfs mounted at ``path`` (not following a symlink), verified."""
-    fd = os.open(path, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = posix.open(path, O_PATH | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC)
     try:
         check_procfs_root(fd, path)
     except BaseException:
-        os.close(fd)
+        posix.close(fd)
         raise
     return fd
 
@@ -174,7 +174,7 @@ def private_procfs() -> int:
     try:
         check_procfs_root(fd, "the private procfs")
     except BaseException:
-        os.close(fd)
+        posix.close(fd)
         raise
     return fd
 
@@ -184,16 +184,16 @@ def proc_write(procfd: int, rel: str, data: bytes) -> None:
     or :func:`private_procfs`): the walk follows no symlink, crosses no mount point and never
     leaves the root, and the file it opens must be on procfs."""
     try:
-        fd = openat2(procfd, rel, os.O_WRONLY,
+        fd = openat2(procfd, rel, posix.O_WRONLY,
                      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)
     except OSError as e:
-        why = os.strerror(e.errno or 0)
+        why = posix.strerror(e.errno or 0)
         if e.errno in (errno.ELOOP, errno.EXDEV):
             why = "a symlink or a mount point is in the way; refusing to follow it"
         raise SystemSetupError(f"/proc/{rel}: {why}") from None
     try:
         if _sc.fstatfs_type(fd) != _sc.PROC_SUPER_MAGIC:
             raise SystemSetupError(f"/proc/{rel} is not procfs; refusing to write to it")
-        os.write(fd, data)
+        posix.write(fd, data)
     finally:
-        os.close(fd)
+        posix.close(fd)

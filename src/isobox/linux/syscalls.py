@@ -9,7 +9,8 @@ The C calls go through :mod:`isobox.linux.libc` (``_ctypes`` without the cost of
 from __future__ import annotations
 
 import errno
-import os
+import posix
+import sys
 
 from isobox.linux import libc as C
 
@@ -22,6 +23,7 @@ _sethostname = C.function("sethostname")
 _prctl = C.function("prctl")
 _fstatfs = C.function("fstatfs")
 _statfs = C.function("statfs")
+_prlimit = C.function("prlimit")  # glibc: prlimit64 on x86_64, 64-bit rlim_t
 
 # Namespaces (linux/sched.h)
 CLONE_NEWTIME = 0x00000080
@@ -110,15 +112,19 @@ PROC_SUPER_MAGIC = 0x9FA0
 TMPFS_MAGIC = 0x01021994
 
 
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
 def _check(ret: int, what: str, path: str | None = None) -> int:
     if ret < 0:
         err = C.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+        raise OSError(err, f"{what}: {posix.strerror(err)}", path)
     return ret
 
 
 def _b(s: str | None) -> bytes | None:
-    return None if s is None else os.fsencode(s)
+    return None if s is None else s.encode(_FS_ENCODING, _FS_ERRORS)  # = os.fsencode(s)
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
@@ -191,7 +197,7 @@ class _OpenHow(C.Structure):
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     """openat2(2); the fd it returns is always O_CLOEXEC."""
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    how = _OpenHow(flags | posix.O_CLOEXEC, mode, resolve)
     ret = _syscall(_NR["openat2"], dirfd, _b(path), C.byref(how), C.sizeof(how))
     return _check(ret, f"openat2 {path}", path)
 
@@ -237,7 +243,20 @@ def fsmount_new(fstype: str, attrs: int = 0) -> int:
                f"fsconfig {fstype}")
         return _check(_syscall(_NR["fsmount"], fs, FSMOUNT_CLOEXEC, attrs), f"fsmount {fstype}")
     finally:
-        os.close(fs)
+        posix.close(fs)
+
+
+def getrlimit(resource: int) -> tuple[int, int]:
+    """(soft, hard) of this process; :mod:`resource`'s, without loading its shared library."""
+    old = (C.c_ulong * 2)()
+    _check(_prlimit(0, resource, None, old), "getrlimit")
+    return old[0], old[1]
+
+
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """Raises OSError: EPERM to raise a hard limit without CAP_SYS_RESOURCE, EINVAL for a
+    soft limit above the hard one."""
+    _check(_prlimit(0, resource, (C.c_ulong * 2)(soft, hard), None), "setrlimit")
 
 
 def sethostname(name: str) -> None:

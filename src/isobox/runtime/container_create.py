@@ -3,11 +3,12 @@ return once the init process waits on ``exec.fifo``. On any error nothing is lef
 
 from __future__ import annotations
 
-import os
+import posix
 import time
 
 from isobox import fastjson
 from isobox.errors import ConfigError, IsoboxError, SystemSetupError
+from isobox.linux import pathnames
 from isobox.runtime.state import EXEC_FIFO, ContainerState, StateStore, write_atomic
 
 TYPE_CHECKING = False
@@ -39,7 +40,7 @@ def load_bundle(bundle: str) -> tuple[dict[str, Any], str]:
     """(validated config, absolute rootfs path)."""
     from isobox.oci.config import validate_config
 
-    path = os.path.join(bundle, "config.json")
+    path = pathnames.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -51,8 +52,8 @@ def load_bundle(bundle: str) -> tuple[dict[str, Any], str]:
         raise ConfigError(path, f"invalid JSON: {e}") from None
     config = validate_config(doc)
     root = config["root"]["path"]
-    rootfs = os.path.normpath(root if root.startswith("/") else os.path.join(bundle, root))
-    if not os.path.isdir(rootfs):
+    rootfs = pathnames.normpath(root if root.startswith("/") else pathnames.join(bundle, root))
+    if not pathnames.isdir(rootfs):
         raise ConfigError("config.json: root.path", f"rootfs {rootfs!r} does not exist or is "
                           "not a directory")
     return config, rootfs
@@ -88,7 +89,7 @@ def _rfc3339_now() -> str:
 def _own_start_time() -> int | None:
     from isobox.runtime.state import process_start_time
 
-    return process_start_time(os.getpid())
+    return process_start_time(posix.getpid())
 
 
 def _write_id_maps(pid: int, config: dict[str, Any]) -> None:
@@ -112,7 +113,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
     from isobox.runtime.namespaces import new_namespaces, open_joins
 
     validate_container_id(cid)
-    bundle = os.path.abspath(opts.bundle or ".")
+    bundle = pathnames.abspath(opts.bundle or ".")
     config, rootfs = load_bundle(bundle)
     _precheck(config, opts)
     ns_fds = open_joins(config)
@@ -126,22 +127,22 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
     try:
         state_dir = store.reserve(cid)
         ContainerState(cid, state_dir, {  # what `state` shows while this create runs
-            "id": cid, "bundle": bundle, "creating": True, "creator": os.getpid(),
+            "id": cid, "bundle": bundle, "creating": True, "creator": posix.getpid(),
             "creatorStart": _own_start_time(), "created": _rfc3339_now(),
             "config": {k: config[k] for k in ("ociVersion", "annotations") if k in config},
         }).save()
-        fifo = os.path.join(state_dir, EXEC_FIFO)
-        os.mkfifo(fifo, 0o622)
+        fifo = pathnames.join(state_dir, EXEC_FIFO)
+        posix.mkfifo(fifo, 0o622)
         # The umask took group/other write: the container's user (any uid, and in a user
         # namespace an unmapped-to-us one) must be able to open it for writing.
-        os.chmod(fifo, 0o622)
+        posix.chmod(fifo, 0o622)
         if config.get("hooks", {}).get("startContainer"):
             from isobox.runtime.state import START_FIFO
 
-            fifo = os.path.join(state_dir, START_FIFO)
-            os.mkfifo(fifo, 0o622)
-            os.chmod(fifo, 0o622)
-        fifo_dir_fd = os.open(state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            fifo = pathnames.join(state_dir, START_FIFO)
+            posix.mkfifo(fifo, 0o622)
+            posix.chmod(fifo, 0o622)
+        fifo_dir_fd = posix.open(state_dir, posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
         linux = config.get("linux", {})
         mgr = CgroupManager(resolve_path(linux.get("cgroupsPath"), cid))
         mgr.create()
@@ -149,7 +150,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
             from isobox.runtime.console import connect_console_socket
 
             if opts.console_fd >= 0:
-                console_fd = os.dup(opts.console_fd)
+                console_fd = posix.dup(opts.console_fd)
                 connect_console_socket("")  # only its imports: setup_terminal needs them
             else:
                 console_fd = connect_console_socket(opts.console_socket or "")
@@ -165,21 +166,21 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         # Stage B straight from here when stage A would only unshare and fork.
         direct_pid = clone_init(mgr, params.new_ns) if not ns_fds else None
         if direct_pid == 0:  # pragma: no cover - runs in the child
-            os.close(parent.rfd)
-            os.close(parent.wfd)
+            posix.close(parent.rfd)
+            posix.close(parent.wfd)
             direct_init(params, child)
         host_pid = direct_pid or 0  # our own child: a failure from here on kills and reaps it
         if direct_pid is None:
             pid_a, born_in_cgroup = fork_in_cgroup(mgr)
             if pid_a == 0:  # pragma: no cover - runs in the child
-                os.close(parent.rfd)
-                os.close(parent.wfd)
+                posix.close(parent.rfd)
+                posix.close(parent.wfd)
                 stage_a(params, child, born_in_cgroup)
         forked = True
         for fd in parent_only:
-            os.close(fd)
+            posix.close(fd)
         if console_fd >= 0:
-            os.close(console_fd)
+            posix.close(console_fd)
             console_fd = -1
         # The limits are worked out and written while the init stages set up (two cores):
         # stage B runs no code of the container's before the "cg" message, which follows.
@@ -198,7 +199,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
             host_pid = host_pid or stage_b[0]
         parent.close()
         if pid_a:
-            os.waitpid(pid_a, 0)
+            posix.waitpid(pid_a, 0)
         pid_a = 0
         from isobox.runtime.state import process_start_time
 
@@ -211,7 +212,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         state = ContainerState(cid, state_dir, data)
         state.save()
         if opts.pid_file:
-            write_atomic(os.path.abspath(opts.pid_file), str(host_pid).encode(), 0o644)
+            write_atomic(pathnames.abspath(opts.pid_file), str(host_pid).encode(), 0o644)
         return state
     except BaseException:
         _undo(pid_a, host_pid, mgr, store, cid if state_dir else "")
@@ -228,7 +229,7 @@ def create(store: StateStore, cid: str, opts: CreateOptions) -> ContainerState:
         for fd in [fifo_dir_fd, console_fd, *ns_fds.values()]:
             if fd >= 0:
                 try:
-                    os.close(fd)
+                    posix.close(fd)
                 except OSError:
                     pass
 
@@ -314,14 +315,14 @@ def _undo(pid_a: int, host_pid: int, mgr: CgroupManager | None, store: StateStor
     for pid in (host_pid, pid_a):
         if pid:
             try:
-                os.kill(pid, 9)
+                posix.kill(pid, 9)
             except OSError:
                 pass
     for pid in (pid_a, host_pid):  # gone, and reaped if ours (stage A, or B made by clone3):
         if pid:                    # a zombie would keep its cgroups from being removed
             _wait_gone(pid)
             try:
-                os.waitpid(pid, os.WNOHANG)
+                posix.waitpid(pid, posix.WNOHANG)
             except OSError:  # B under stage A is not our child
                 pass
     if mgr is not None:
@@ -339,7 +340,7 @@ def _undo(pid_a: int, host_pid: int, mgr: CgroupManager | None, store: StateStor
 
 def _wait_gone(pid: int, timeout: float = 5.0) -> None:
     try:
-        pidfd = os.pidfd_open(pid)
+        pidfd = posix.pidfd_open(pid)
     except OSError:
         return
     try:
@@ -347,4 +348,4 @@ def _wait_gone(pid: int, timeout: float = 5.0) -> None:
 
         select.select([pidfd], [], [], timeout)
     finally:
-        os.close(pidfd)
+        posix.close(pidfd)

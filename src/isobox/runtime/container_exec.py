@@ -125,7 +125,6 @@ def exec_process(store: StateStore, cid: str, process: dict[str, Any], opts: Exe
 def _preload() -> None:
     """Import now what the child needs after it joins the container's mount namespace,
     where neither the host's Python modules nor its shared libraries are visible."""
-    import resource  # noqa: F401  (apply_rlimits)
     import stat  # noqa: F401  (enter_cwd)
 
     from isobox.linux import capabilities, safepath  # noqa: F401  (safepath: oomScoreAdj)

@@ -18,7 +18,7 @@ Errors go back to the runtime over the sync pipe; the stages never return.
 
 from __future__ import annotations
 
-import os
+import posix
 
 from isobox.errors import IsoboxError, SystemSetupError
 from isobox.linux import syscalls as sc
@@ -87,8 +87,8 @@ def stage_a(p: InitParams, sync: SyncPipe, born_in_cgroup: bool = False) -> NoRe
             kind, arg = sync.recv()
             if kind != "ok":
                 raise IsoboxError(arg or "user namespace setup aborted")
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
+            posix.setresgid(0, 0, 0)
+            posix.setresuid(0, 0, 0)
         for t in JOIN_ORDER:
             if t != "user" and t in p.ns_fds:
                 _setns(p.ns_fds[t], t)
@@ -104,15 +104,15 @@ def stage_a(p: InitParams, sync: SyncPipe, born_in_cgroup: bool = False) -> NoRe
         if "time" in p.new_ns and offsets:
             _write_time_offsets(offsets)
         for fd in p.ns_fds.values():
-            os.close(fd)
-        pid = os.fork()
+            posix.close(fd)
+        pid = posix.fork()
         if pid == 0:
             stage_b(p, sync)
         sync.send("pid", str(pid))
     except BaseException as e:
         sync.send("error", _describe(e))
-        os._exit(1)
-    os._exit(0)
+        posix._exit(1)
+    posix._exit(0)
 
 
 def direct_init(p: InitParams, sync: SyncPipe) -> NoReturn:
@@ -125,7 +125,7 @@ def direct_init(p: InitParams, sync: SyncPipe) -> NoReturn:
             p.cgroup.add_self(skip_unified=True)
     except BaseException as e:
         sync.send("error", _describe(e))
-        os._exit(1)
+        posix._exit(1)
     stage_b(p, sync)
 
 
@@ -134,7 +134,7 @@ def _setns(fd: int, t: str) -> None:
         sc.setns(fd, NS_FLAGS[t])
     except OSError as e:
         raise SystemSetupError(f"config.json: linux.namespaces: cannot join the {t} namespace: "
-                               f"{os.strerror(e.errno or 0)}") from None
+                               f"{posix.strerror(e.errno or 0)}") from None
 
 
 def _unshare(flags: int, types: list[str]) -> None:
@@ -142,7 +142,7 @@ def _unshare(flags: int, types: list[str]) -> None:
         sc.unshare(flags)
     except OSError as e:
         raise SystemSetupError(f"config.json: linux.namespaces: cannot create new "
-                               f"{', '.join(types)} namespaces: {os.strerror(e.errno or 0)}"
+                               f"{', '.join(types)} namespaces: {posix.strerror(e.errno or 0)}"
                                ) from None
 
 
@@ -150,14 +150,14 @@ def _write_time_offsets(offsets: dict[str, Any]) -> None:
     text = "".join(f"{clock} {off.get('secs', 0)} {off.get('nanosecs', 0)}\n"
                    for clock, off in offsets.items())
     try:
-        fd = os.open("/proc/self/timens_offsets", os.O_WRONLY | os.O_CLOEXEC)
+        fd = posix.open("/proc/self/timens_offsets", posix.O_WRONLY | posix.O_CLOEXEC)
         try:
-            os.write(fd, text.encode())
+            posix.write(fd, text.encode())
         finally:
-            os.close(fd)
+            posix.close(fd)
     except OSError as e:
         raise SystemSetupError(f"config.json: linux.timeOffsets: the kernel refused "
-                               f"{text.strip()!r}: {os.strerror(e.errno or 0)}") from None
+                               f"{text.strip()!r}: {posix.strerror(e.errno or 0)}") from None
 
 
 def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
@@ -173,7 +173,7 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
     start_fd = -1
     try:
         sc.prctl(sc.PR_SET_DUMPABLE, 0)
-        os.setsid()
+        posix.setsid()
         if not p.no_new_keyring:
             try:
                 sc.join_session_keyring(f"_ses.{p.cid}")
@@ -250,27 +250,27 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
         sync.send("ready")
         ready = True
         sync.close()
-        fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=p.fifo_dir_fd)
-        os.write(fd, b"0")
-        os.close(fd)
+        fd = posix.open("exec.fifo", posix.O_WRONLY | posix.O_CLOEXEC, dir_fd=p.fifo_dir_fd)
+        posix.write(fd, b"0")
+        posix.close(fd)
         if hooks.get("startContainer"):
             from isobox.runtime.hooks import run_hooks
 
             # start is reading the other end: it sees our error, or EOF at execve.
-            start_fd = os.open(START_FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC,
+            start_fd = posix.open(START_FIFO, posix.O_WRONLY | posix.O_NONBLOCK | posix.O_CLOEXEC,
                                dir_fd=p.fifo_dir_fd)
-            os.close(p.fifo_dir_fd)
+            posix.close(p.fifo_dir_fd)
             run_hooks(config, "startContainer", _hook_state(p, host_pid, "created"))
         else:
-            os.close(p.fifo_dir_fd)
+            posix.close(p.fifo_dir_fd)
         proc.exec_process(path, process, seccomp, p.preserve_fds)
     except BaseException as e:
         msg = _describe(e)
         if ready:
-            os.write(2, f"isobox-runtime: error: {msg}\n".encode())
+            posix.write(2, f"isobox-runtime: error: {msg}\n".encode())
             if start_fd >= 0:
                 try:
-                    os.write(start_fd, msg.encode())
+                    posix.write(start_fd, msg.encode())
                 except OSError:
                     pass
         else:
@@ -278,8 +278,8 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
                 sync.send("error", msg)
             except OSError:
                 pass
-        os._exit(127 if ready else 1)
-    os._exit(127)
+        posix._exit(127 if ready else 1)
+    posix._exit(127)
 
 
 def _receive_seccomp(sync: SyncPipe) -> Any:

@@ -72,9 +72,9 @@ def parse_options(options: list[str], where: str) -> MountOptions:
 
 
 def preserved_flags(path: str) -> int:
-    import os
+    import posix
 
-    f_flag = os.statvfs(path).f_flag
+    f_flag = posix.statvfs(path).f_flag
     out = 0
     for bit, ms in STATVFS_TO_MS:
         if f_flag & bit:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 
 from isobox.errors import ConfigError
 from isobox.linux import syscalls as sc
@@ -35,7 +35,7 @@ def open_joins(config: dict[str, Any]) -> dict[str, int]:
                 continue
             where = f"config.json: linux.namespaces[{i}].path"
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
             except OSError as e:
                 raise ConfigError(where, f"cannot open {path}: {e.strerror}") from None
             fds[ns["type"]] = fd
@@ -48,7 +48,7 @@ def open_joins(config: dict[str, Any]) -> dict[str, int]:
                                   f"not {ns['type']}")
     except BaseException:
         for fd in fds.values():
-            os.close(fd)
+            posix.close(fd)
         raise
     return fds
 

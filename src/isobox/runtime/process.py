@@ -3,10 +3,10 @@ rlimits, scheduling, identity, capabilities, no_new_privs, cwd check, fd hygiene
 
 from __future__ import annotations
 
-import os
+import posix
 
 from isobox.errors import ConfigError, SystemSetupError
-from isobox.linux import safepath
+from isobox.linux import pathnames, safepath
 from isobox.linux import syscalls as sc
 
 TYPE_CHECKING = False
@@ -37,13 +37,10 @@ def check_rlimits(process: dict[str, Any], where: str = "config.json: process") 
     Without CAP_SYS_RESOURCE a hard limit can only be lowered, so a request above the
     current hard limit cannot be honoured and is reported rather than silently clamped.
     """
-    import resource
-
     for i, rl in enumerate(process.get("rlimits", [])):
         num = RLIMITS[rl["type"]]
-        _, cur_hard = resource.getrlimit(num)
+        _, cur = sc.getrlimit(num)
         hard = rl["hard"]
-        cur = RLIM_INFINITY if cur_hard == resource.RLIM_INFINITY else cur_hard
         if hard > cur and not _has_cap_sys_resource():
             shown = "unlimited" if cur == RLIM_INFINITY else str(cur)
             raise ConfigError(
@@ -61,17 +58,13 @@ def _has_cap_sys_resource() -> bool:
 
 
 def apply_rlimits(process: dict[str, Any]) -> None:
-    import resource
-
     for rl in process.get("rlimits", []):
-        num = RLIMITS[rl["type"]]
-        soft = resource.RLIM_INFINITY if rl["soft"] >= RLIM_INFINITY else rl["soft"]
-        hard = resource.RLIM_INFINITY if rl["hard"] >= RLIM_INFINITY else rl["hard"]
         try:
-            resource.setrlimit(num, (soft, hard))
-        except (OSError, ValueError) as e:
+            sc.setrlimit(RLIMITS[rl["type"]], min(rl["soft"], RLIM_INFINITY),
+                         min(rl["hard"], RLIM_INFINITY))
+        except OSError as e:
             raise SystemSetupError(f"setrlimit {rl['type']} soft={rl['soft']} hard={rl['hard']}: "
-                                   f"{e}") from None
+                                   f"{e.strerror}") from None
 
 
 def apply_scheduling(process: dict[str, Any]) -> None:
@@ -81,10 +74,10 @@ def apply_scheduling(process: dict[str, Any]) -> None:
         try:
             procfd = safepath.open_procfs("/proc")
             try:
-                safepath.proc_write(procfd, f"{os.getpid()}/oom_score_adj",
+                safepath.proc_write(procfd, f"{posix.getpid()}/oom_score_adj",
                                     str(process["oomScoreAdj"]).encode())
             finally:
-                os.close(procfd)
+                posix.close(procfd)
         except SystemSetupError as e:
             raise SystemSetupError(f"process.oomScoreAdj {process['oomScoreAdj']}: {e}"
                                    ) from None
@@ -121,30 +114,30 @@ def apply_identity_and_caps(process: dict[str, Any], where: str = "config.json: 
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     try:
-        os.setgroups(list(user.get("additionalGids", [])))
+        posix.setgroups(list(user.get("additionalGids", [])))
     except OSError as e:
         # setgroups is denied in a user namespace whose setgroups is "deny".
         if user.get("additionalGids"):
             raise SystemSetupError(f"setgroups {user['additionalGids']}: {e.strerror}") from None
     try:
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
+        posix.setresgid(gid, gid, gid)
+        posix.setresuid(uid, uid, uid)
     except OSError as e:
         raise SystemSetupError(f"cannot switch to uid {uid} gid {gid}: {e.strerror}") from None
     sc.prctl(sc.PR_SET_KEEPCAPS, 0)
     caps.apply_sets(parsed)
     if "umask" in user:
-        os.umask(user["umask"])
+        posix.umask(user["umask"])
 
 
 def enter_cwd(cwd: str) -> None:
     """chdir and prove the result is inside the container root (CVE-2024-21626)."""
     try:
-        os.chdir(cwd)
+        posix.chdir(cwd)
     except OSError as e:
         raise SystemSetupError(f"process.cwd {cwd!r}: {e.strerror}") from None
     try:
-        real = os.getcwd()
+        real = posix.getcwd()
     except FileNotFoundError:
         real = ""
     if not real.startswith("/"):
@@ -161,13 +154,13 @@ def find_executable(args: list[str], env: list[str]) -> str:
         for e in env:
             if e.startswith("PATH="):
                 path = e[5:]
-        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+        candidates = [pathnames.join(d or ".", name) for d in path.split(":")]
     import stat
 
     found = False
     for cand in candidates:
         try:
-            st = os.stat(cand)
+            st = posix.stat(cand)
         except OSError:
             continue
         found = True
@@ -191,9 +184,9 @@ def env_dict(env: list[str]) -> dict[str, str]:
 def exec_process(path: str, process: dict[str, Any], seccomp: Program | None,
                  preserve_fds: int) -> None:
     """Close every fd the container must not see, apply seccomp (compiled) last, execve."""
-    os.closerange(3 + preserve_fds, 1 << 20)
+    posix.closerange(3 + preserve_fds, 1 << 20)
     if seccomp is not None and process.get("noNewPrivileges"):
         from isobox.linux import seccomp as sec
 
         sec.load_program(seccomp)
-    os.execve(path, process["args"], env_dict(process.get("env", [])))
+    posix.execve(path, process["args"], env_dict(process.get("env", [])))

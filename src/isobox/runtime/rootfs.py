@@ -7,11 +7,11 @@ resolved inside the rootfs with :mod:`isobox.linux.safepath` and mounted through
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import stat
 
 from isobox.errors import ConfigError, SystemSetupError
-from isobox.linux import safepath
+from isobox.linux import pathnames, safepath
 from isobox.linux import syscalls as sc
 from isobox.oci.config import PROC_BIND_TARGETS
 from isobox.runtime.mountopts import parse_options, preserved_flags
@@ -36,7 +36,7 @@ def _nothing() -> None:
 
 
 def _fail(what: str, err: OSError) -> SystemSetupError:
-    return SystemSetupError(f"{what}: {os.strerror(err.errno or 0)}")
+    return SystemSetupError(f"{what}: {posix.strerror(err.errno or 0)}")
 
 
 
@@ -47,7 +47,7 @@ def _check_not_in_proc(fd: int, dest: str, where: str, *, bind: bool = False,
     like one that names it, so nothing can cover /proc/sys, /proc/self/attr and the like."""
     if sc.fstatfs_type(fd) != sc.PROC_SUPER_MAGIC:
         return
-    clean = os.path.normpath("/" + dest.lstrip("/"))
+    clean = pathnames.normpath("/" + dest.lstrip("/"))
     if proc and clean == "/proc":
         return
     if bind and clean in PROC_BIND_TARGETS:
@@ -85,7 +85,7 @@ class RootfsBuilder:
             sc.mount(self.rootfs, self.rootfs, None, sc.MS_BIND | sc.MS_REC)
         except OSError as e:
             raise _fail(f"cannot bind-mount the rootfs {self.rootfs}", e) from None
-        self.rootfd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.rootfd = posix.open(self.rootfs, posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
 
     def _make_parent_private(self) -> None:
         best = ""
@@ -107,7 +107,7 @@ class RootfsBuilder:
             except OSError as e:
                 raise SystemSetupError(
                     f"{where}: cannot mount {m.get('type') or 'bind'} on {m['destination']}: "
-                    f"{e.strerror or os.strerror(e.errno or 0)}") from None
+                    f"{e.strerror or posix.strerror(e.errno or 0)}") from None
 
     def _mount_one(self, m: dict[str, Any], where: str) -> None:
         dest: str = m["destination"]
@@ -130,7 +130,7 @@ class RootfsBuilder:
             flags = opts.flags & ~sc.MS_REMOUNT
             sc.mount(source or mtype, safepath.fd_path(fd), mtype, flags, opts.data or None)
         finally:
-            os.close(fd)
+            posix.close(fd)
         if opts.copyup:
             pass  # tmpcopyup: the tmpfs starts empty (documented limitation)
         self._propagate(dest, opts.propagation)
@@ -139,12 +139,12 @@ class RootfsBuilder:
               where: str) -> None:
         if not source:
             raise ConfigError(f"{where}.source", "a bind mount needs a source")
-        src = source if source.startswith("/") else os.path.join(self.bundle, source)
+        src = source if source.startswith("/") else pathnames.join(self.bundle, source)
         try:
-            st = os.stat(src)
+            st = posix.stat(src)
         except OSError as e:
             raise ConfigError(f"{where}.source",
-                              f"bind source {src!r}: {os.strerror(e.errno or 0)}") from None
+                              f"bind source {src!r}: {posix.strerror(e.errno or 0)}") from None
         if stat.S_ISDIR(st.st_mode):
             fd = safepath.mkdir_all(self.rootfd, dest)
         else:
@@ -153,7 +153,7 @@ class RootfsBuilder:
             _check_not_in_proc(fd, dest, where, bind=True)
             sc.mount(src, safepath.fd_path(fd), None, flags & (sc.MS_BIND | sc.MS_REC))
         finally:
-            os.close(fd)
+            posix.close(fd)
         extra = flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT)
         if extra:
             self._remount_bind(dest, extra)
@@ -166,7 +166,7 @@ class RootfsBuilder:
             keep = preserved_flags(path) & ~sc.MS_RDONLY
             sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | keep | flags)
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def _propagate(self, dest: str, propagation: list[int]) -> None:
         if not propagation:
@@ -176,7 +176,7 @@ class RootfsBuilder:
             for p in propagation:
                 sc.mount(None, safepath.fd_path(fd), None, p)
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def _mount_cgroups(self, dest: str, mtype: str, flags: int) -> None:
         """cgroupfs in the container: the host's layout, each hierarchy showing only the
@@ -195,7 +195,7 @@ class RootfsBuilder:
             _check_not_in_proc(fd, dest, "config.json: mounts (cgroup)")
             sc.mount("tmpfs", safepath.fd_path(fd), "tmpfs", base, "mode=755")
         finally:
-            os.close(fd)
+            posix.close(fd)
         for h in hier:
             self._mount_cgroup_fs(f"{dest}/{h['name']}", h, base | ro)
             if h.get("links"):
@@ -203,11 +203,11 @@ class RootfsBuilder:
                 try:
                     for link in h["links"]:
                         try:
-                            os.symlink(h["name"], link, dir_fd=parent)
+                            posix.symlink(h["name"], link, dir_fd=parent)
                         except FileExistsError:
                             pass
                 finally:
-                    os.close(parent)
+                    posix.close(parent)
         if ro:
             self._remount_bind(dest, sc.MS_RDONLY)
 
@@ -221,7 +221,7 @@ class RootfsBuilder:
             else:
                 sc.mount(h["path"], target, None, sc.MS_BIND | sc.MS_REC)
         finally:
-            os.close(fd)
+            posix.close(fd)
         if not self.new_cgroupns:
             self._remount_bind(dest, flags)
 
@@ -245,10 +245,10 @@ class RootfsBuilder:
         devfd = safepath.mkdir_all(self.rootfd, "/dev")
         try:
             links = list(DEV_SYMLINKS)
-            if os.path.exists("/proc/kcore"):
+            if pathnames.exists("/proc/kcore"):
                 links.append(("core", "/proc/kcore"))
             try:
-                st = os.stat("pts/ptmx", dir_fd=devfd, follow_symlinks=False)
+                st = posix.stat("pts/ptmx", dir_fd=devfd, follow_symlinks=False)
                 if stat.S_ISCHR(st.st_mode):
                     links.append(("ptmx", "pts/ptmx"))
             except OSError:
@@ -256,87 +256,89 @@ class RootfsBuilder:
             for name, target in links:
                 if name == "ptmx":
                     try:
-                        os.unlink(name, dir_fd=devfd)
+                        posix.unlink(name, dir_fd=devfd)
                     except OSError:
                         pass
                 try:
-                    os.symlink(target, name, dir_fd=devfd)
+                    posix.symlink(target, name, dir_fd=devfd)
                 except FileExistsError:
                     pass
         finally:
-            os.close(devfd)
+            posix.close(devfd)
 
     def _make_device(self, path: str, kind: str, major: int, minor: int, mode: int,
                      uid: int, gid: int) -> None:
         parent, name = safepath.open_parent(self.rootfd, path)
         try:
             try:
-                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                st = posix.stat(name, dir_fd=parent, follow_symlinks=False)
                 if not stat.S_ISDIR(st.st_mode):  # replace files, nodes and symlinks
-                    os.unlink(name, dir_fd=parent)
+                    posix.unlink(name, dir_fd=parent)
             except FileNotFoundError:
                 pass
             kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
             if self.in_userns and kind != "p":
                 # mknod is not allowed in a user namespace: bind the host's node instead.
-                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY
-                                 | os.O_CLOEXEC, 0o600, dir_fd=parent))
-                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+                posix.close(posix.open(name, posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW
+                                       | posix.O_WRONLY | posix.O_CLOEXEC, 0o600, dir_fd=parent))
+                fd = posix.open(name, posix.O_PATH | posix.O_NOFOLLOW | posix.O_CLOEXEC,
+                                dir_fd=parent)
                 try:
                     sc.mount(path, safepath.fd_path(fd), None, sc.MS_BIND)
                 finally:
-                    os.close(fd)
+                    posix.close(fd)
                 return
-            os.mknod(name, kinds[kind] | (mode & 0o777), os.makedev(major, minor), dir_fd=parent)
-            os.chmod(name, mode & 0o7777, dir_fd=parent, follow_symlinks=False)
-            os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+            posix.mknod(name, kinds[kind] | (mode & 0o777), posix.makedev(major, minor),
+                        dir_fd=parent)
+            posix.chmod(name, mode & 0o7777, dir_fd=parent, follow_symlinks=False)
+            posix.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
         except OSError as e:
-            raise SystemSetupError(f"cannot create device {path}: {os.strerror(e.errno or 0)}"
+            raise SystemSetupError(f"cannot create device {path}: {posix.strerror(e.errno or 0)}"
                                    ) from None
         finally:
-            os.close(parent)
+            posix.close(parent)
 
     # -- pivot ------------------------------------------------------------------------
     def pivot(self, no_pivot: bool) -> None:
         if self.rootfd >= 0:
-            os.close(self.rootfd)
+            posix.close(self.rootfd)
             self.rootfd = -1
         if no_pivot:
-            os.chdir(self.rootfs)
+            posix.chdir(self.rootfs)
             sc.mount(self.rootfs, "/", None, sc.MS_MOVE)
-            os.chroot(".")
-            os.chdir("/")
+            posix.chroot(".")
+            posix.chdir("/")
             return
-        oldroot = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
-        newroot = os.open(self.rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        oldroot = posix.open("/", posix.O_DIRECTORY | posix.O_RDONLY | posix.O_CLOEXEC)
+        newroot = posix.open(self.rootfs, posix.O_DIRECTORY | posix.O_RDONLY | posix.O_CLOEXEC)
         try:
-            os.fchdir(newroot)
+            posix.fchdir(newroot)
             sc.pivot_root(".", ".")
-            os.fchdir(oldroot)
+            posix.fchdir(oldroot)
             sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
             sc.umount2(".", sc.MNT_DETACH)
-            os.chdir("/")
+            posix.chdir("/")
         except OSError as e:
             raise _fail(f"pivot_root into {self.rootfs}", e) from None
         finally:
-            os.close(oldroot)
-            os.close(newroot)
+            posix.close(oldroot)
+            posix.close(newroot)
 
 
 # -- after pivot_root: paths are the container's ---------------------------------------
 def _dev_null_fd() -> int:
     """An O_PATH fd of the container's /dev/null, verified to be char 1:3 (CVE-2025-31133)."""
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    root = posix.open("/", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
-        fd = safepath.open_in_root(root, "/dev/null", os.O_PATH | os.O_NOFOLLOW)
+        fd = safepath.open_in_root(root, "/dev/null", posix.O_PATH | posix.O_NOFOLLOW)
     except OSError as e:
-        raise SystemSetupError(f"/dev/null in the container: {os.strerror(e.errno or 0)}"
+        raise SystemSetupError(f"/dev/null in the container: {posix.strerror(e.errno or 0)}"
                                ) from None
     finally:
-        os.close(root)
-    st = os.fstat(fd)
-    if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != 1 or os.minor(st.st_rdev) != 3:
-        os.close(fd)
+        posix.close(root)
+    st = posix.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or posix.major(st.st_rdev) != 1 or posix.minor(st.st_rdev) != 3:
+        posix.close(fd)
         raise SystemSetupError("/dev/null in the container is not the null device (char 1:3); "
                                "refusing to use it to mask paths")
     return fd
@@ -346,21 +348,21 @@ def mask_paths(paths: list[str]) -> None:
     if not paths:
         return
     null = _dev_null_fd()
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    root = posix.open("/", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
         for p in paths:
             try:
-                fd = sc.openat2(root, p.lstrip("/") or ".", os.O_PATH | os.O_NOFOLLOW,
+                fd = sc.openat2(root, p.lstrip("/") or ".", posix.O_PATH | posix.O_NOFOLLOW,
                                 sc.RESOLVE_IN_ROOT | sc.RESOLVE_NO_SYMLINKS)
             except FileNotFoundError:
                 continue
             except OSError as e:
                 if e.errno == errno.ELOOP:
                     raise SystemSetupError(f"masked path {p} must not be a symlink") from None
-                raise SystemSetupError(f"masked path {p}: {os.strerror(e.errno or 0)}"
+                raise SystemSetupError(f"masked path {p}: {posix.strerror(e.errno or 0)}"
                                        ) from None
             try:
-                mode = os.fstat(fd).st_mode
+                mode = posix.fstat(fd).st_mode
                 if stat.S_ISLNK(mode):
                     raise SystemSetupError(f"masked path {p} must not be a symlink")
                 target = safepath.fd_path(fd)
@@ -369,41 +371,41 @@ def mask_paths(paths: list[str]) -> None:
                 else:
                     sc.mount(safepath.fd_path(null), target, None, sc.MS_BIND)
             except OSError as e:
-                raise SystemSetupError(f"cannot mask {p}: {os.strerror(e.errno or 0)}") from None
+                raise SystemSetupError(f"cannot mask {p}: {posix.strerror(e.errno or 0)}") from None
             finally:
-                os.close(fd)
+                posix.close(fd)
     finally:
-        os.close(root)
-        os.close(null)
+        posix.close(root)
+        posix.close(null)
 
 
 def readonly_paths(paths: list[str]) -> None:
-    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    root = posix.open("/", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
         for p in paths:
             # Symlinks are followed inside the container's root (never out of it), so the
             # file a link names is made read-only, not the link (as runc does after pivot).
             try:
-                fd = safepath.open_in_root(root, p, os.O_PATH)
+                fd = safepath.open_in_root(root, p, posix.O_PATH)
             except FileNotFoundError:
                 continue
             try:
                 sc.mount(safepath.fd_path(fd), safepath.fd_path(fd), None,
                          sc.MS_BIND | sc.MS_REC)
             finally:
-                os.close(fd)
-            fd = safepath.open_in_root(root, p, os.O_PATH)
+                posix.close(fd)
+            fd = safepath.open_in_root(root, p, posix.O_PATH)
             try:
                 path = safepath.fd_path(fd)
                 keep = preserved_flags(path)
                 sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | keep)
             except OSError as e:
-                raise SystemSetupError(f"cannot make {p} read-only: {os.strerror(e.errno or 0)}"
+                raise SystemSetupError(f"cannot make {p} read-only: {posix.strerror(e.errno or 0)}"
                                        ) from None
             finally:
-                os.close(fd)
+                posix.close(fd)
     finally:
-        os.close(root)
+        posix.close(root)
 
 
 def readonly_root() -> None:
@@ -438,7 +440,7 @@ def write_sysctls(sysctls: dict[str, str], proc: str | None = None) -> None:
             except SystemSetupError as e:
                 raise SystemSetupError(f"sysctl {key}={value!r}: {e}") from None
             except OSError as e:
-                raise SystemSetupError(f"sysctl {key}={value!r}: {os.strerror(e.errno or 0)}"
+                raise SystemSetupError(f"sysctl {key}={value!r}: {posix.strerror(e.errno or 0)}"
                                        ) from None
     finally:
-        os.close(base)
+        posix.close(base)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,14 +19,14 @@ def fork_in_cgroup(mgr: CgroupManager) -> tuple[int, bool]:
     if unified:
         from isobox.linux.clone import fork_into_cgroup
 
-        fd = os.open(unified, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = posix.open(unified, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
         try:
             return fork_into_cgroup(fd), True
         except OSError:
             pass
         finally:
-            os.close(fd)
-    return os.fork(), False
+            posix.close(fd)
+    return posix.fork(), False
 
 
 def clone_init(mgr: CgroupManager, new_ns: list[str]) -> int | None:
@@ -47,10 +47,10 @@ def clone_init(mgr: CgroupManager, new_ns: list[str]) -> int | None:
     for t in new_ns:
         if t != "cgroup":
             flags |= NS_FLAGS[t]
-    fd = os.open(unified, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = posix.open(unified, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
         return fork_into_cgroup(fd, flags)
     except OSError:
         return None
     finally:
-        os.close(fd)
+        posix.close(fd)

@@ -171,12 +171,12 @@ class StateStore:
 
     def reserve(self, cid: str) -> str:
         """Create the container's directory; the mkdir is the atomic duplicate-ID check."""
-        import os  # create imports it anyway
+        from isobox.linux.pathnames import makedirs
 
-        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        makedirs(self.root, 0o711)
         path = self.container_dir(cid)
         try:
-            os.mkdir(path, 0o711)
+            posix.mkdir(path, 0o711)
         except FileExistsError:
             raise ConflictError(f"container with id exists: {cid}") from None
         return path

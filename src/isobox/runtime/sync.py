@@ -6,7 +6,7 @@ Messages are single lines ``KIND [ARG]``; newlines inside an argument are flatte
 
 from __future__ import annotations
 
-import os
+import posix
 
 
 class SyncPipe:
@@ -21,13 +21,13 @@ class SyncPipe:
         line = f"{kind} {arg}".replace("\n", " ").rstrip() + "\n"
         data = line.encode()
         while data:
-            n = os.write(self.wfd, data)
+            n = posix.write(self.wfd, data)
             data = data[n:]
 
     def recv(self) -> tuple[str, str]:
         """The next message; ``("eof", "")`` once the other side has closed."""
         while b"\n" not in self._buf:
-            chunk = os.read(self.rfd, 65536)
+            chunk = posix.read(self.rfd, 65536)
             if not chunk:
                 return "eof", ""
             self._buf += chunk
@@ -38,13 +38,13 @@ class SyncPipe:
     def close(self) -> None:
         for fd in (self.rfd, self.wfd):
             try:
-                os.close(fd)
+                posix.close(fd)
             except OSError:
                 pass
 
 
 def pair() -> tuple[SyncPipe, SyncPipe, tuple[int, int]]:
     """(parent end, child end, fds only the parent must close after fork)."""
-    p2c_r, p2c_w = os.pipe()
-    c2p_r, c2p_w = os.pipe()
+    p2c_r, p2c_w = posix.pipe()
+    c2p_r, c2p_w = posix.pipe()
     return SyncPipe(c2p_r, p2c_w), SyncPipe(p2c_r, c2p_w), (p2c_r, c2p_w)
