@@ -42,6 +42,14 @@ MOBY_MASKED = (
     "/proc/timer_stats", "/sys/devices/virtual/powercap", "/sys/firmware",
 )
 MOBY_READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+# Syscalls Docker's default profile refuses with EPERM (the probe's labels; case 17).
+BLOCKED = ("keyctl", "add_key", "request_key", "bpf", "kexec_load", "kexec_file_load",
+           "init_module", "finit_module", "delete_module", "mount", "umount2", "pivot_root",
+           "setns", "unshare", "fsopen", "open_tree", "move_mount", "open_by_handle_at",
+           "perf_event_open", "userfaultfd", "acct", "swapon", "reboot", "syslog", "iopl",
+           "ioperm", "quotactl", "lookup_dcookie", "io_uring_setup", "io_uring_enter",
+           "clock_settime", "settimeofday", "personality_0x40000", "socket_vsock",
+           "socket_alg")
 
 
 def thermal_throttle_paths() -> list[str]:

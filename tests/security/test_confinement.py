@@ -13,6 +13,7 @@ import pytest
 
 pytest.register_assert_rewrite("sec_helpers")  # before its import below: asserts in fixtures
 from sec_helpers import (  # noqa: E402
+    BLOCKED,
     DOCKER_CAP_MASK,
     DOCKER_CAPS,
     MOBY_MASKED,
@@ -254,13 +255,6 @@ def test_case16_readonly_paths(runtime: Runtime, bundle: Bundle, probe: str) -> 
 
 # -- case 17 -------------------------------------------------------------------------------
 
-BLOCKED = ("keyctl", "add_key", "request_key", "bpf", "kexec_load", "kexec_file_load",
-           "init_module", "finit_module", "delete_module", "mount", "umount2", "pivot_root",
-           "setns", "unshare", "fsopen", "open_tree", "move_mount", "open_by_handle_at",
-           "perf_event_open", "userfaultfd", "acct", "swapon", "reboot", "syslog", "iopl",
-           "ioperm", "quotactl", "lookup_dcookie", "io_uring_setup", "io_uring_enter",
-           "clock_settime", "settimeofday", "personality_0x40000", "socket_vsock",
-           "socket_alg")
 
 
 def test_case17_docker_default_seccomp_profile(runtime: Runtime, bundle: Bundle,

@@ -64,7 +64,7 @@ def apply_rlimits(process: dict[str, Any]) -> None:
                          min(rl["hard"], RLIM_INFINITY))
         except OSError as e:
             raise SystemSetupError(f"setrlimit {rl['type']} soft={rl['soft']} hard={rl['hard']}: "
-                                   f"{e.strerror}") from None
+                                   f"{posix.strerror(e.errno or 0)}") from None
 
 
 def apply_scheduling(process: dict[str, Any]) -> None:
