@@ -64,6 +64,23 @@ def lifecycle(runtime: str, root: str, bundle: str, cid: str) -> tuple[dict[str,
     return {p: stamps[i + 1] - stamps[i] for i, p in enumerate(PHASES)}, rss
 
 
+def interpreter_of(script: str) -> str | None:
+    """The interpreter a ``#!`` script names (None for a binary)."""
+    try:
+        with open(script, "rb") as f:
+            first = f.readline()
+    except OSError:
+        return None
+    return first[2:].split()[0].decode() if first.startswith(b"#!") else None
+
+
+def bare_start(interpreter: str) -> float:
+    """One ``INTERPRETER -IS -c pass``: the VM's speed at this moment (it drifts)."""
+    t = time.perf_counter()
+    spawn([interpreter, "-IS", "-c", "pass"])
+    return time.perf_counter() - t
+
+
 def p95(xs: list[float]) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, round(0.95 * (len(s) - 1)))]
@@ -93,7 +110,11 @@ def main() -> int:
         rss: dict[str, int] = dict.fromkeys(runtimes, 0)
         for name, exe in runtimes.items():  # one warm-up each (page cache, pyc)
             lifecycle(exe, root_of(name), bundle, f"warm-{os.getpid()}")
+        interpreter = interpreter_of(shutil.which(args.runtime) or args.runtime)
+        bare: list[float] = []
         for i in range(args.rounds):
+            if interpreter:
+                bare.append(bare_start(interpreter))
             order = list(runtimes.items()) if i % 2 == 0 else list(runtimes.items())[::-1]
             for name, exe in order:
                 ph, r = lifecycle(exe, root_of(name), bundle, f"b{os.getpid()}-{i}")
@@ -113,6 +134,9 @@ def main() -> int:
                               for p in PHASES))
         ratio = statistics.median(ours) / statistics.median(theirs)
         print(f"ratio isobox-runtime / {args.peer}: {ratio:.2f}x (median)")
+        if bare:
+            print(f"bare interpreter start (`{interpreter} -IS -c pass`, once a round): "
+                  f"{statistics.median(bare) * 1000:.1f} ms median")
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -41,6 +41,7 @@ def test_abspath_and_dirname_match_posixpath(tmp_path: object, monkeypatch: pyte
         if path:
             assert pathnames.abspath(path) == os.path.abspath(path), path
         assert pathnames.dirname(path) == os.path.dirname(path), path
+        assert pathnames.split(path) == os.path.split(path), path
 
 
 def test_isdir_and_exists(tmp_path: object) -> None:
@@ -68,6 +69,14 @@ def test_makedirs_creates_parents_and_accepts_an_existing_directory(tmp_path: ob
         pathnames.makedirs(f)
     with pytest.raises(NotADirectoryError):
         pathnames.makedirs(os.path.join(f, "below"))
+    dangling = os.path.join(str(tmp_path), "dangling")
+    os.symlink("missing", dangling)
+    for target in (dangling, os.path.join(dangling, "x")):  # the same error as os.makedirs
+        with pytest.raises(OSError) as ours:
+            pathnames.makedirs(target)
+        with pytest.raises(OSError) as theirs:
+            os.makedirs(target, exist_ok=True)
+        assert type(ours.value) is type(theirs.value), target
 
 
 def _umask() -> int:
@@ -83,6 +92,7 @@ def test_the_runtime_create_path_does_not_import_os() -> None:
             "import isobox.runtime.cli, isobox.runtime.container_create, isobox.runtime.init\n"
             "import isobox.runtime.rootfs, isobox.runtime.process, isobox.runtime.spawn\n"
             "import isobox.cgroups, isobox.runtime.devices_policy, isobox.oci.config\n"
+            "import isobox.runtime.seccomp_cache\n"
             "print(sorted(m for m in ('os', 'posixpath', '_collections_abc', 'resource')"
             " if m in sys.modules))\n")
     src = os.path.dirname(os.path.dirname(os.path.dirname(pathnames.__file__)))

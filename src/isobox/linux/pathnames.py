@@ -51,11 +51,16 @@ def abspath(path: str) -> str:
     return normpath(path)
 
 
-def dirname(path: str) -> str:
-    head = path[:path.rfind("/") + 1]
+def split(path: str) -> tuple[str, str]:
+    i = path.rfind("/") + 1
+    head, tail = path[:i], path[i:]
     if head and head != "/" * len(head):
         head = head.rstrip("/")
-    return head
+    return head, tail
+
+
+def dirname(path: str) -> str:
+    return split(path)[0]
 
 
 def isdir(path: str) -> bool:
@@ -74,20 +79,20 @@ def exists(path: str) -> bool:
 
 
 def makedirs(path: str, mode: int = 0o777) -> None:
-    """``os.makedirs(path, mode, exist_ok=True)``: the missing parents get the default mode,
-    as there; an existing non-directory at ``path`` is an error."""
+    """``os.makedirs(path, mode, exist_ok=True)``, step for step: the missing parents get the
+    default mode, and an existing non-directory at ``path`` is an error."""
+    head, tail = split(path)
+    if not tail:
+        head, tail = split(head)
+    if head and tail and not exists(head):
+        try:
+            makedirs(head)
+        except FileExistsError:  # made meanwhile by someone else (or a dangling symlink)
+            pass
+        if tail == ".":
+            return
     try:
         posix.mkdir(path, mode)
-    except FileNotFoundError:
-        parent = dirname(path.rstrip("/"))
-        if not parent or parent == path:
-            raise
-        makedirs(parent)
-        try:
-            posix.mkdir(path, mode)
-        except FileExistsError:
-            if not isdir(path):
-                raise
-    except FileExistsError:
+    except OSError:
         if not isdir(path):
             raise

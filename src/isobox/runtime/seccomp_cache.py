@@ -25,10 +25,11 @@ directory holds at most :data:`MAX_ENTRIES` entries (it is cleared when full).
 
 from __future__ import annotations
 
-import os
+import posix
 import stat
 
 from isobox.errors import SystemSetupError
+from isobox.linux import pathnames
 from isobox.linux import seccomp as sec
 
 TYPE_CHECKING = False
@@ -39,7 +40,7 @@ CACHE_DIR = ".seccomp-cache"
 MAX_ENTRIES = 64
 _MAGIC = b"ISBXSCM2"
 _MAX_ENTRY = 1 << 20
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = posix.O_RDONLY | posix.O_DIRECTORY | posix.O_NOFOLLOW | posix.O_CLOEXEC
 
 
 def program_for(root: str, profile: dict[str, Any]) -> sec.Program:
@@ -49,8 +50,8 @@ def program_for(root: str, profile: dict[str, Any]) -> sec.Program:
 
     from isobox.fastjson import dumps
 
-    uname = os.uname()
-    translator = os.stat(sec.__file__)
+    uname = posix.uname()
+    translator = posix.stat(sec.__file__)
     key = (f"{_MAGIC.decode()} {translator.st_size} {translator.st_mtime_ns} {uname.release} "
            f"{uname.machine}\n{dumps(profile)}")
     name = f"{zlib.crc32(key.encode()):08x}"
@@ -60,7 +61,7 @@ def program_for(root: str, profile: dict[str, Any]) -> sec.Program:
         try:
             found = _read(dir_fd, name, key, library)
         finally:
-            os.close(dir_fd)
+            posix.close(dir_fd)
         if found is not None:
             return found
     program = sec.compile_program(profile)
@@ -70,27 +71,27 @@ def program_for(root: str, profile: dict[str, Any]) -> sec.Program:
     return program
 
 
-def _safe(st: os.stat_result) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+def _safe(st: posix.stat_result) -> bool:
+    return st.st_uid == posix.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def _open_dir(root: str, create: bool) -> int:
     """A descriptor of the cache directory if it (and ``root``) can be trusted, else -1."""
     try:
-        st = os.lstat(root)
+        st = posix.lstat(root)
         if not stat.S_ISDIR(st.st_mode) or not _safe(st):
             return -1
         if create:
             try:
-                os.mkdir(os.path.join(root, CACHE_DIR), 0o700)
+                posix.mkdir(pathnames.join(root, CACHE_DIR), 0o700)
             except FileExistsError:
                 pass
-        fd = os.open(os.path.join(root, CACHE_DIR), _DIR_FLAGS)
+        fd = posix.open(pathnames.join(root, CACHE_DIR), _DIR_FLAGS)
     except OSError:
         return -1
-    if _safe(os.fstat(fd)):
+    if _safe(posix.fstat(fd)):
         return fd
-    os.close(fd)
+    posix.close(fd)
     return -1
 
 
@@ -98,18 +99,18 @@ def _read(dir_fd: int, name: str, key: str, library: list[Any] | None) -> sec.Pr
     from isobox.fastjson import loads
 
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = posix.open(name, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
+        st = posix.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or not _safe(st) or st.st_size > _MAX_ENTRY:
             return None
-        data = os.pread(fd, _MAX_ENTRY, 0)
+        data = posix.pread(fd, _MAX_ENTRY, 0)
     except OSError:
         return None
     finally:
-        os.close(fd)
+        posix.close(fd)
     try:
         if data[:8] != _MAGIC:
             return None
@@ -127,13 +128,13 @@ def _loaded_library() -> list[Any] | None:
     from _ctypes import dlopen
 
     try:
-        dlopen("libseccomp.so.2", os.RTLD_NOW)  # what compile_program would use; cheap
+        dlopen("libseccomp.so.2", posix.RTLD_NOW)  # what compile_program would use; cheap
         with open("/proc/self/maps") as f:
             for line in f:
                 fields = line.split(None, 5)
                 if len(fields) == 6 and "/libseccomp.so" in fields[5]:
                     path = fields[5].strip()
-                    st = os.stat(path)
+                    st = posix.stat(path)
                     return [path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
     except OSError:
         pass
@@ -152,22 +153,22 @@ def _store(root: str, name: str, key: str, library: list[Any], program: sec.Prog
     dir_fd = _open_dir(root, create=True)
     if dir_fd < 0:
         return
-    tmp = f".tmp{os.getpid()}"
+    tmp = f".tmp{posix.getpid()}"
     try:
-        if len(os.listdir(dir_fd)) >= MAX_ENTRIES:
-            for old in os.listdir(dir_fd):
-                os.unlink(old, dir_fd=dir_fd)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=dir_fd)
+        if len(posix.listdir(dir_fd)) >= MAX_ENTRIES:
+            for old in posix.listdir(dir_fd):
+                posix.unlink(old, dir_fd=dir_fd)
+        fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_NOFOLLOW
+                        | posix.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
             write_all(fd, data)
         finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            posix.close(fd)
+        posix.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError:
         try:
-            os.unlink(tmp, dir_fd=dir_fd)
+            posix.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass
     finally:
-        os.close(dir_fd)
+        posix.close(dir_fd)
