@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class CliContext:
+    """What every command gets: the engine root or a remote host, with its store, engine and
+    API client made on first use."""
+
     root: str
     host: str = ""                        # --host: a remote `isobox serve`, never the local engine
     tls: tuple[str, str, str] = ("", "", "")   # client cert, key, CA for tcp:// hosts

@@ -34,6 +34,8 @@ def default_run_dir(root: str) -> str:
 
 @dataclass(frozen=True)
 class Layout:
+    """The engine's persistent root and its per-boot run directory."""
+
     root: str
     run_dir: str
 

@@ -38,6 +38,8 @@ def conmon_binary() -> str:
 
 @dataclass
 class MonitorRequest:
+    """Everything conmon needs to start and watch one container."""
+
     cid: str
     name: str
     runtime: str                       # path of the OCI runtime binary

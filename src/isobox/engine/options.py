@@ -38,6 +38,8 @@ class PortSpec:
 
 @dataclass(frozen=True)
 class Ulimit:
+    """One ``--ulimit NAME=SOFT[:HARD]``."""
+
     name: str                            # Docker's short name: nofile, nproc, core, …
     soft: int
     hard: int
@@ -45,6 +47,8 @@ class Ulimit:
 
 @dataclass(frozen=True)
 class DeviceSpec:
+    """One ``--device HOST[:CONTAINER[:PERMISSIONS]]``."""
+
     host_path: str
     container_path: str
     permissions: str = "rwm"
@@ -52,12 +56,16 @@ class DeviceSpec:
 
 @dataclass(frozen=True)
 class RestartPolicy:
+    """``--restart``: the policy and, for on-failure, its retry limit."""
+
     name: str = "no"                     # no | on-failure | always | unless-stopped
     maximum_retry_count: int = 0
 
 
 @dataclass(frozen=True)
 class HealthConfig:
+    """A healthcheck as Docker stores it: the test and its durations in nanoseconds."""
+
     test: tuple[str, ...]                # ("CMD-SHELL", "…") / ("CMD", …) / ("NONE",)
     interval_ns: int = 0
     timeout_ns: int = 0
@@ -67,6 +75,8 @@ class HealthConfig:
 
 @dataclass(frozen=True)
 class Resources:
+    """The limits of ``run``/``create``/``update`` (0 or empty: not set)."""
+
     memory: int = 0                      # bytes, 0 = unlimited
     memory_swap: int = 0                 # bytes of memory+swap; -1 unlimited; 0 = default
     nano_cpus: int = 0                   # --cpus 0.5 → 500_000_000
@@ -78,6 +88,8 @@ class Resources:
 
 @dataclass(frozen=True)
 class CreateOptions:
+    """Everything ``run``/``create`` (CLI or API) asks for one container, already parsed."""
+
     image: str
     command: tuple[str, ...] | None = None        # None: the image's Cmd
     entrypoint: tuple[str, ...] | None = None     # None: the image's; () resets it

@@ -42,6 +42,8 @@ _SKIP_DEV_DIRS = ("pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev")
 
 @dataclass(frozen=True)
 class SpecInputs:
+    """Everything :func:`build_spec` turns into one container's OCI config."""
+
     container_id: str
     options: CreateOptions
     image_config: dict[str, Any]  # the image config's "config" object; may be {}

@@ -58,6 +58,8 @@ _JSON = {"options", "network", "health"}
 
 @dataclass
 class ContainerRow:
+    """One container as the state database holds it."""
+
     id: str
     name: str
     image_id: str
@@ -99,6 +101,8 @@ def _row(r: sqlite3.Row | tuple[Any, ...]) -> ContainerRow:
 
 @dataclass(frozen=True)
 class Event:
+    """One entry of the event log (``isobox events``, ``GET /events``)."""
+
     seq: int
     time: float
     type: str

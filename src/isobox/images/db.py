@@ -58,6 +58,8 @@ CREATE INDEX IF NOT EXISTS refs_image ON refs(image_id);
 
 @dataclass(frozen=True)
 class LayerRow:
+    """One layer of the store: its diff ID and the blob it came from."""
+
     diff_id: str
     blob_digest: str
     blob_size: int
@@ -66,6 +68,8 @@ class LayerRow:
 
 @dataclass(frozen=True)
 class ImageRow:
+    """One image of the store, as its database row."""
+
     id: str
     manifest_digest: str
     manifest_media_type: str

@@ -25,6 +25,8 @@ MAX_NAME = 255
 
 @dataclass(frozen=True)
 class Reference:
+    """A parsed image reference: registry, repository, and a tag and/or digest."""
+
     registry: str
     repository: str
     tag: str | None = None

@@ -42,6 +42,8 @@ def default_root() -> str:
 
 @dataclass(frozen=True)
 class ImageRecord:
+    """An image of the store with its manifest, config, layers and references."""
+
     id: str
     manifest_digest: str
     manifest_media_type: str

@@ -28,6 +28,8 @@ class UserLookupError(ImageError):
 
 @dataclass(frozen=True)
 class User:
+    """A user resolved in the image's passwd and group files."""
+
     uid: int
     gid: int
     additional_gids: tuple[int, ...] = ()

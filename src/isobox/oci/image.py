@@ -43,6 +43,8 @@ MAX_JSON_DEPTH = 64
 
 @dataclass(frozen=True)
 class Platform:
+    """An OCI platform: os, architecture and variant."""
+
     os: str = "linux"
     architecture: str = "amd64"
     variant: str = ""
@@ -80,6 +82,8 @@ def host_platform() -> Platform:
 
 @dataclass(frozen=True)
 class Descriptor:
+    """An OCI content descriptor."""
+
     media_type: str
     digest: str
     size: int
@@ -98,6 +102,8 @@ class Descriptor:
 
 @dataclass(frozen=True)
 class Manifest:
+    """A validated image manifest (OCI or Docker v2.2)."""
+
     media_type: str
     config: Descriptor
     layers: tuple[Descriptor, ...]
@@ -106,6 +112,8 @@ class Manifest:
 
 @dataclass(frozen=True)
 class Index:
+    """A validated image index or Docker manifest list."""
+
     media_type: str
     manifests: tuple[Descriptor, ...]
 
@@ -240,6 +248,8 @@ def select_platform(index: Index, platform: Platform, where: str = "index") -> D
 
 @dataclass(frozen=True)
 class ImageConfig:
+    """An image's config document and the layers' diff IDs it lists."""
+
     raw: dict[str, Any]
     diff_ids: tuple[str, ...]
 
