@@ -59,10 +59,6 @@ def split(path: str) -> tuple[str, str]:
     return head, tail
 
 
-def dirname(path: str) -> str:
-    return split(path)[0]
-
-
 def isdir(path: str) -> bool:
     try:
         return posix.stat(path).st_mode & _S_IFMT == _S_IFDIR
