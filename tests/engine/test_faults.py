@@ -131,6 +131,33 @@ os._exit(0)  # as a CLI killed between "monitor started" and "record says runnin
 """
 
 
+def test_rm_when_the_runtime_binary_is_gone(isobox: Isobox, tmp_path: object) -> None:
+    """A container created with `--runtime PATH` whose binary was deleted since: `rm` of the
+    never-started container removes it (its runtime holds no state of it); a running one is an
+    error that names the binary and leaves the container as it was."""
+    import shutil
+    import sys
+
+    runtime = os.path.join(str(tmp_path), "my-runtime")
+    shutil.copy(os.path.join(os.path.dirname(sys.executable), "isobox-runtime"), runtime)
+    created = isobox("create", "--runtime", runtime, "--network", "none", "busybox",
+                     "true").stdout.strip()
+    running = isobox("run", "-d", "--runtime", runtime, "--network", "none", "busybox",
+                     "sleep", "30").stdout.strip()
+    os.rename(runtime, runtime + ".away")
+    isobox("rm", created)
+    assert created not in isobox.ids()
+    p = isobox("rm", "-f", running, check=False)
+    assert p.returncode != 0 and f"runtime {runtime!r}: not an executable file" in p.stderr, \
+        p.stderr
+    assert "Traceback" not in p.stderr
+    assert isobox.record(running)["status"] == "running"
+    os.rename(runtime + ".away", runtime)
+    isobox("rm", "-f", running)
+    assert isobox.ids() == []
+    assert leaks(isobox.root) == []
+
+
 def test_rm_of_a_half_started_container_kills_its_init(isobox: Isobox) -> None:
     """The monitor created the container (its init waits on exec.fifo) but the record still
     says created: `rm -f` must kill that init and the monitor, not orphan them."""

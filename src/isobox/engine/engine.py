@@ -72,8 +72,15 @@ class Engine:
 
     def runtime(self, row: ContainerRow) -> RuntimeClient:
         if row.options.get("isolation") == "vm":
-            return RuntimeClient(runtime_path(VM_RUNTIME), self.layout.vm_runtime_root)
-        return runtime_client(str(row.options.get("runtime") or ""), self.layout.runtime_root)
+            return RuntimeClient(runtime_path(VM_RUNTIME), self.runtime_state_root(row))
+        return runtime_client(str(row.options.get("runtime") or ""),
+                              self.runtime_state_root(row))
+
+    def runtime_state_root(self, row: ContainerRow) -> str:
+        """The ``--root`` the container's runtime keeps its state under."""
+        if row.options.get("isolation") == "vm":
+            return self.layout.vm_runtime_root
+        return self.layout.runtime_root
 
     # lookup ---------------------------------------------------------------------------------
     def get(self, ref: str, *, reconcile: bool = True) -> ContainerRow:

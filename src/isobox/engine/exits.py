@@ -18,6 +18,7 @@ from isobox.errors import IsoboxError, NotFoundError
 
 if TYPE_CHECKING:
     from isobox.engine.engine import Engine
+    from isobox.engine.runtime_client import RuntimeClient
 
 # Docker's restart back-off: 100 ms doubling to 1 min, reset after 10 s of running.
 BACKOFF_START = 0.1
@@ -178,13 +179,25 @@ def spawn_restarter(engine: Engine, cid: str) -> None:
                      stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+def runtime_if_any(engine: Engine, row: ContainerRow) -> RuntimeClient | None:
+    """The container's runtime; None when its binary is gone (a ``--runtime`` path deleted
+    since, say) and it holds no state of this container, so never started anything: the
+    rest of what the container holds is still ours to release."""
+    try:
+        return engine.runtime(row)
+    except NotFoundError:
+        if os.path.lexists(os.path.join(engine.runtime_state_root(row), row.id)):
+            raise
+        return None
+
+
 def release_all(engine: Engine, row: ContainerRow) -> None:
     """Everything a container may hold, whatever its record says: used by ``rm`` so the
     debris of a CLI killed between "monitor started" and "record says running" goes too."""
     from isobox.engine.monitor import read_pid
 
-    rt = engine.runtime(row)
-    if os.path.isdir(os.path.join(rt.state_root, row.id)):
+    rt = runtime_if_any(engine, row)
+    if rt is not None and os.path.isdir(os.path.join(rt.state_root, row.id)):
         rt.kill(row.id, "KILL", all_=True)
     pid = row.monitor_pid or read_pid(engine.layout.conmon_pidfile(row.id))
     if pid > 0:
@@ -204,7 +217,9 @@ def teardown(engine: Engine, row: ContainerRow) -> None:
         from isobox.engine.health import stop_checker  # health checks: end the loop
 
         stop_checker(engine, row.id)
-    engine.runtime(row).delete(row.id, force=True)
+    runtime = runtime_if_any(engine, row)
+    if runtime is not None:
+        runtime.delete(row.id, force=True)
     remove_cgroups(engine.layout.cgroup_parent, row.id)
     teardown_network(engine, row.id, row.network or {})
     try:
