@@ -21,6 +21,8 @@ STAMP    := $(VENV)/.isobox-installed
 # isobox-runtime's modules compiled into one file (scripts/build-code-bundle)
 BUNDLE   := $(VENV)/isobox-runtime.bundle
 BUNDLE_PKGS := isobox isobox.runtime isobox.oci isobox.cgroups isobox.linux
+# the code of the methods dataclasses generate, compiled ahead (src/isobox/dataclass_code.py)
+DC_CODE  := $(VENV)/isobox-dataclasses.code
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -50,11 +52,13 @@ $(STAMP): pyproject.toml scripts/launcher scripts/install-launcher
 	touch $(STAMP)
 
 # Bytecode, compiled ahead: this environment may set PYTHONDONTWRITEBYTECODE, and every
-# isobox-runtime call would otherwise compile its modules again (~15 ms); and the runtime's
-# code bundle (scripts/build-code-bundle; a module edited since is imported from its source).
+# isobox-runtime call would otherwise compile its modules again (~15 ms); the runtime's
+# code bundle (scripts/build-code-bundle; a module edited since is imported from its source);
+# and the dataclasses' generated methods (a class edited since compiles them as before).
 pyc: $(STAMP)
 	@$(PY) -m compileall -q src >/dev/null
 	@$(PY) scripts/build-code-bundle src $(BUNDLE) $(BUNDLE_PKGS)
+	@$(PY) -m isobox.dataclass_code $(DC_CODE) isobox >/dev/null
 
 venv: $(STAMP)
 

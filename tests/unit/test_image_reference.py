@@ -6,7 +6,7 @@ import pytest
 
 from isobox.errors import ConfigError
 from isobox.images.reference import parse_reference
-from isobox.oci.digest import validate_digest
+from isobox.oci.digest import short_sha256_hex, small_digest_of, validate_digest
 
 D = "sha256:" + "a" * 64
 
@@ -48,3 +48,14 @@ def test_digest_parser_is_strict(digest: str) -> None:
 def test_digest_parser_accepts_sha256_and_sha512() -> None:
     assert validate_digest(D) == D
     assert validate_digest("sha512:" + "0" * 128)
+
+
+@pytest.mark.parametrize("data", [b"", b"/var/lib/isobox", bytes(range(256)) * 300])
+def test_small_digests_match_hashlib(data: bytes) -> None:
+    """The interpreter's built-in SHA-2 (no OpenSSL load) gives hashlib's digests."""
+    import hashlib
+
+    assert small_digest_of("sha256", data) == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert small_digest_of("sha512", data) == "sha512:" + hashlib.sha512(data).hexdigest()
+    text = data.decode("latin-1")
+    assert short_sha256_hex(text) == hashlib.sha256(text.encode()).hexdigest()

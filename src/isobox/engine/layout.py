@@ -12,10 +12,10 @@ and a real installation never share runtime state.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 from dataclasses import dataclass
+
+from isobox.oci.digest import short_sha256_hex
 
 DEFAULT_ROOT = "/var/lib/isobox"
 DEFAULT_RUN_DIR = "/run/isobox"
@@ -29,7 +29,7 @@ def default_run_dir(root: str) -> str:
         return os.path.abspath(env)
     if os.path.abspath(root) == DEFAULT_ROOT:
         return DEFAULT_RUN_DIR
-    return f"{DEFAULT_RUN_DIR}-{hashlib.sha256(os.path.abspath(root).encode()).hexdigest()[:12]}"
+    return f"{DEFAULT_RUN_DIR}-{short_sha256_hex(os.path.abspath(root))[:12]}"
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Layout:
         root gets its own (``/isobox-<hash>``), so test roots never mix with a real one."""
         if self.root == DEFAULT_ROOT:
             return "/isobox"
-        return f"/isobox-{hashlib.sha256(self.root.encode()).hexdigest()[:12]}"
+        return f"/isobox-{short_sha256_hex(self.root)[:12]}"
 
     @property
     def db_path(self) -> str:
@@ -126,7 +126,7 @@ class Layout:
         except FileNotFoundError:
             pass
         self.ensure()
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         tmp = f"{self.epoch_file}.{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.write(fd, token.encode())

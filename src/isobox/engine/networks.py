@@ -5,11 +5,11 @@ Joining and leaving are in :mod:`.networking`; the bridges themselves in
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any
 
 from isobox.engine import filters as flt
 from isobox.errors import ConfigError
+from isobox.oci.digest import short_sha256_hex
 
 if TYPE_CHECKING:
     from isobox.engine.engine import Engine
@@ -79,7 +79,7 @@ def list_networks(engine: Engine, filters: flt.Filters | None = None) -> list[Ne
 
 def _endpoint_id(network_id: str, container_id: str) -> str:
     """A stable 64-hex endpoint id (isobox names endpoints by network and container)."""
-    return hashlib.sha256(f"{network_id}/{container_id}".encode()).hexdigest()
+    return short_sha256_hex(f"{network_id}/{container_id}")
 
 
 def network_doc(info: NetworkInfo) -> dict[str, Any]:

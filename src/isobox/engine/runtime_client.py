@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isobox.errors import NotFoundError, SystemSetupError
+
+if TYPE_CHECKING:
+    import subprocess
 
 DEFAULT_RUNTIME = "isobox-runtime"
 VM_RUNTIME = "isobox-vm-runtime"
@@ -43,6 +44,8 @@ def runtime_path(name: str = "") -> str:
     beside = os.path.join(os.path.dirname(sys.executable), name)
     if os.access(beside, os.X_OK):
         return beside
+    import shutil
+
     found = shutil.which(name)
     if found:
         return found
@@ -63,6 +66,8 @@ class RuntimeClient:
 
     def run(self, *args: str, check: bool = True, timeout: float = 60,
             input_: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        import subprocess  # here: our own runtime, the default, is called in-process
+
         try:
             proc = subprocess.run(self.argv(*args), input=input_, capture_output=True,
                                   timeout=timeout, check=False)

@@ -13,7 +13,6 @@ A blob becomes visible only by ``rename`` after its size and digest matched.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,14 @@ from typing import BinaryIO
 
 from isobox.errors import NotFoundError, VerificationError
 from isobox.filelock import locked_file
-from isobox.oci.digest import hasher, hex_of, validate_digest
+from isobox.oci.digest import (
+    algorithm_of,
+    hasher,
+    hex_of,
+    new_sha256,
+    small_digest_of,
+    validate_digest,
+)
 
 CHUNK = 1 << 20
 
@@ -39,7 +45,7 @@ class BlobWriter:
         self._store = store
         self.expected = expected
         self.expected_size = size
-        self._hash = hasher(expected) if expected else hashlib.sha256()
+        self._hash = hasher(expected) if expected else new_sha256()
         if expected and resumable:
             self.path = os.path.join(store.ingest_dir, f"{hex_of(expected)}.partial")
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
@@ -60,7 +66,7 @@ class BlobWriter:
         """Start over (the server ignored our Range request, or the partial is too long)."""
         self._file.seek(0)
         self._file.truncate()
-        self._hash = hasher(self.expected) if self.expected else hashlib.sha256()
+        self._hash = hasher(self.expected) if self.expected else new_sha256()
         self.offset = 0
 
     def write(self, data: bytes) -> None:
@@ -146,9 +152,7 @@ class BlobStore:
             data = f.read(max_size + 1)
         if len(data) > max_size:
             raise VerificationError(f"blob {digest} is larger than {max_size} bytes")
-        h = hasher(digest)
-        h.update(data)
-        if f"{digest.partition(':')[0]}:{h.hexdigest()}" != digest:
+        if small_digest_of(algorithm_of(digest), data) != digest:
             raise VerificationError(f"blob {digest} is corrupt in the store")
         return data
 
