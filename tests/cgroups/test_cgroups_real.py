@@ -132,6 +132,39 @@ def test_destroy_refuses_live_cgroup(make_cg: MakeCg, children: Children) -> Non
     assert not any(os.path.exists(d) for d in mgr.dirs.values())
 
 
+def test_create_remakes_a_parent_removed_meanwhile(make_cg: MakeCg,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two containers under a parent that the first one's create made: the second finds the
+    parent (EEXIST), the first one's delete removes it (empty, and made by that create), then
+    the second's mkdir of its own cgroup fails with ENOENT. It makes the path again."""
+    import posix
+
+    import isobox.cgroups.manager as manager
+
+    parent = "/" + unique("parent")
+    first = make_cg(parent + "/first")
+    second = make_cg(parent + "/second", create=False)
+    removed: list[bool] = []
+
+    class RacingPosix:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(posix, name)
+
+        def mkdir(self, path: str, mode: int = 0o777) -> None:
+            if path.endswith("/second") and not removed:
+                removed.append(True)
+                first.destroy()  # the other container's delete, just now
+                assert not any(os.path.exists(os.path.dirname(d)) for d in first.dirs.values())
+            posix.mkdir(path, mode)
+
+    monkeypatch.setattr(manager, "posix", RacingPosix())
+    second.create()
+    assert removed
+    assert all(os.path.isdir(d) for d in second.dirs.values())
+    second.destroy()  # it made the parent again, so removes it too
+    assert not any(os.path.exists(os.path.dirname(d)) for d in second.dirs.values())
+
+
 def test_create_rolls_back_on_failure(make_cg: MakeCg) -> None:
     mgr = make_cg(create=False)
     mgr._dirs["bogus"] = "/proc/self/isobox-nope"  # mkdir fails with EPERM/ENOENT

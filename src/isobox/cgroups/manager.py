@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 _STATE_VERSION = 1
 DESTROY_WAIT = 5.0  # seconds a busy container cgroup is retried by destroy()
+PARENT_RETRIES = 5  # times create() makes a path again whose parent another delete removed
 _SIGKILL = 9  # not signal.SIGKILL: importing signal imports enum (start-up time)
 
 
@@ -141,22 +142,17 @@ class CgroupManager:
             for key, d in self._dirs.items():
                 mountpoint = self._mounts[key][1].rstrip("/")
                 cpuset = "cpuset" in self._mounts[key][5] and key != self._v2key
-                cur = mountpoint
-                for comp in d[len(mountpoint):].strip("/").split("/"):
-                    parent, cur = cur, f"{cur}/{comp}"
+                for attempt in range(PARENT_RETRIES, -1, -1):
                     try:
-                        posix.mkdir(cur, 0o755)
-                    except FileExistsError:
-                        pass
-                    except OSError as err:
-                        raise SystemSetupError(f"cannot create cgroup {cur}: "
-                                               f"{err.strerror}") from None
-                    else:
-                        self._created.append(cur)
-                    if cpuset:  # existing ones too: another create may have made it just
-                        from isobox.cgroups.v1 import copy_cpuset  # now, not filled it yet
-
-                        copy_cpuset(parent, cur)
+                        self._make_path(mountpoint, d, cpuset)
+                        break
+                    except FileNotFoundError as err:
+                        # A parent found existing was removed before our child went in: the
+                        # delete of the last container under it, racing (its runtime removes
+                        # the parents it made once they are empty). Make the path again.
+                        if attempt == 0:
+                            raise SystemSetupError(f"cannot create cgroup {d}: "
+                                                   f"{err.strerror}") from None
             if self.layout == "v2" and self._v2key is not None:
                 from isobox.cgroups.v2 import enable_controllers
 
@@ -168,6 +164,27 @@ class CgroupManager:
             except SystemSetupError:
                 pass
             raise
+
+    def _make_path(self, mountpoint: str, d: str, cpuset: bool) -> None:
+        """``mkdir -p`` of ``d`` below ``mountpoint``; FileNotFoundError when a parent went
+        away meanwhile."""
+        cur = mountpoint
+        for comp in d[len(mountpoint):].strip("/").split("/"):
+            parent, cur = cur, f"{cur}/{comp}"
+            try:
+                posix.mkdir(cur, 0o755)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                raise
+            except OSError as err:
+                raise SystemSetupError(f"cannot create cgroup {cur}: {err.strerror}") from None
+            else:
+                self._created.append(cur)
+            if cpuset:  # existing ones too: another create may have made it just now, and
+                from isobox.cgroups.v1 import copy_cpuset  # not filled it yet
+
+                copy_cpuset(parent, cur)
 
     def add(self, pid: int) -> None:
         """Move ``pid`` (a whole process) into the cgroup in every hierarchy."""
