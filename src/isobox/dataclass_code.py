@@ -36,11 +36,20 @@ def default_path() -> str:
     return f"{sys.prefix}/{FILE_NAME}"
 
 
+def _exec(source: Any, globals: Any, locals: Any) -> None:
+    """``exec`` as called from :mod:`dataclasses`: a text is compiled without this module's
+    ``__future__`` flags (``exec`` of a text inherits its caller's; with this module's
+    ``annotations`` the generated methods' annotations would become strings)."""
+    if isinstance(source, (str, bytes)):
+        source = compile(source, "<string>", "exec", dont_inherit=True)
+    builtins.exec(source, globals, locals)
+
+
 def install(path: str | None = None) -> bool:
     """Let :mod:`dataclasses` run the recorded code; False (nothing changed) without a
     usable file, or when ``dataclasses.exec`` is already set (installed before, or a
-    :func:`build` recording). Only the index is read up front; a method's code is
-    unmarshalled when its class is made."""
+    :func:`build` recording). Only the index is unmarshalled up front; a method's code
+    when its class is made."""
     if "exec" in vars(dataclasses):
         return False
     try:
@@ -62,13 +71,14 @@ def install(path: str | None = None) -> bool:
     blobs = memoryview(data)[index_end:]
 
     def exec_recorded(source: Any, globals: Any = None, locals: Any = None, /) -> None:
-        where = index.get(source) if type(source) is str else None
-        if where is not None:
+        code = None
+        if type(source) is str:
             try:
-                source = marshal.loads(blobs[where[0]:where[0] + where[1]])
-            except (EOFError, ValueError, TypeError):  # a damaged entry: compile the text
-                pass
-        builtins.exec(source, globals, locals)
+                offset, length = index[source]
+                code = marshal.loads(blobs[offset:offset + length])
+            except Exception:  # not recorded, or a damaged entry: compile the text
+                code = None
+        _exec(code if type(code) is CodeType else source, globals, locals)
 
     dataclasses.exec = exec_recorded  # type: ignore[attr-defined]
     return True
@@ -93,7 +103,7 @@ def build(path: str, packages: list[str]) -> int:
                                                     dont_inherit=True)
             builtins.exec(code, globals, locals)
         else:
-            builtins.exec(source, globals, locals)
+            _exec(source, globals, locals)
 
     dataclasses.exec = exec_recording  # type: ignore[attr-defined]
     try:

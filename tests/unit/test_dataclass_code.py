@@ -62,6 +62,14 @@ print(installed, made)
 print(repr(p), p == v.Port(80), p == v.Port(81), hash(p) == hash(v.Port(80)), frozen)
 print(repr(b), b == v.Box("x", [v.Port(80)]), v.Box("y").ports is not v.Box("y").ports)
 print(sorted(f.name for f in dataclasses.fields(v.Port)), dataclasses.replace(p, number=1))
+import inspect
+for cls in (v.Port, v.Box):
+    for name in ("__init__", "__repr__", "__eq__", "__setattr__", "__hash__"):
+        fn = cls.__dict__.get(name)
+        if callable(fn):
+            print(cls.__name__, name, fn.__qualname__, fn.__annotations__,
+                  fn.__code__.co_filename, fn.__code__.co_flags)
+    print(inspect.signature(cls))
 '''
 
 
@@ -118,6 +126,27 @@ def test_a_class_edited_since_compiles_what_changed(tmp_path: Path) -> None:
     assert "note=''" in behaviour
 
 
+def test_an_entry_that_is_not_code_is_compiled_from_its_text(tmp_path: Path) -> None:
+    """An index entry whose bytes unmarshal to something other than a code object (here a
+    text that would run if exec'd) is never executed: the method's own text is compiled."""
+    import marshal
+
+    _package(tmp_path)
+    code_file = _build(tmp_path)
+    data = code_file.read_bytes()
+    head = len(dc.HEADER) + 4
+    index_size = int.from_bytes(data[head:head + 8], "little")
+    index = marshal.loads(data[head + 8:head + 8 + index_size])
+    blob = marshal.dumps("print('not a generated method')")
+    bad_index = marshal.dumps({text: (0, len(blob)) for text in index})
+    code_file.write_bytes(data[:head] + len(bad_index).to_bytes(8, "little") + bad_index + blob)
+    installed, compiles, behaviour = _probe(tmp_path, code_file)
+    assert installed
+    assert compiles >= 9
+    assert "not a generated method" not in behaviour
+    assert behaviour == _probe(tmp_path, "-")[2]
+
+
 @pytest.mark.parametrize("damage", ["other interpreter", "truncated", "garbage", "missing"])
 def test_a_file_that_cannot_be_used_changes_nothing(tmp_path: Path, damage: str) -> None:
     _package(tmp_path)
@@ -138,16 +167,32 @@ def test_a_file_that_cannot_be_used_changes_nothing(tmp_path: Path, damage: str)
     assert behaviour == _probe(tmp_path, "-")[2]
 
 
-def test_the_cli_run_path_compiles_no_dataclass_method() -> None:
-    """The file `make pyc` builds covers every dataclass an `isobox run` makes (run `make pyc`
-    after editing one)."""
-    path = dc.default_path()
-    if not os.path.exists(path):
-        pytest.skip(f"{path} is not built (make pyc)")
-    probe = PROBE.split("from isobox import")[0] + (
-        "import isobox.cli.main, isobox.cli.container_cmds, isobox.engine.engine\n"
-        "import isobox.engine.start, isobox.engine.spec, isobox.engine.monitor\n"
-        "print(len(compiles))")
+RUN_PATH = ("import isobox.cli.main, isobox.cli.container_cmds, isobox.engine.engine\n"
+            "import isobox.engine.start, isobox.engine.spec, isobox.engine.monitor\n"
+            "print(len(compiles))")
+
+
+def test_the_build_covers_the_cli_run_path(tmp_path: Path) -> None:
+    """Every dataclass `isobox run` makes is in a file built from the package (the build
+    records the classes of modules it imports after `isobox.cli`, too)."""
+    out = tmp_path / "isobox.code"
+    subprocess.run([sys.executable, "-m", "isobox.dataclass_code", str(out), "isobox"],
+                   check=True, capture_output=True)
+    probe = (PROBE.split("from isobox import")[0]
+             + f"from isobox import dataclass_code\nassert dataclass_code.install({str(out)!r})\n"
+             + RUN_PATH)
     p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                        check=True)
     assert p.stdout.strip() == "0", p.stdout
+
+
+def test_the_installed_file_is_used_by_the_cli() -> None:
+    """`isobox.cli` installs the file `make pyc` built (a dataclass edited since compiles its
+    methods again: run `make pyc`)."""
+    path = dc.default_path()
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is not built (make pyc)")
+    probe = PROBE.split("from isobox import")[0] + RUN_PATH
+    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       check=True)
+    assert p.stdout.strip() == "0", f"{p.stdout.strip()} methods compiled: run `make pyc`"

@@ -13,8 +13,9 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from isobox.engine.engine import ACTIVE
 from isobox.engine.state import ContainerRow
-from isobox.errors import IsoboxError, NotFoundError
+from isobox.errors import IsoboxError, NotFoundError, SystemSetupError
 
 if TYPE_CHECKING:
     from isobox.engine.engine import Engine
@@ -181,13 +182,15 @@ def spawn_restarter(engine: Engine, cid: str) -> None:
 
 def runtime_if_any(engine: Engine, row: ContainerRow) -> RuntimeClient | None:
     """The container's runtime; None when its binary is gone (a ``--runtime`` path deleted
-    since, say) and it holds no state of this container, so never started anything: the
-    rest of what the container holds is still ours to release."""
+    since, say) while the record says nothing runs and the runtime holds no state of this
+    container: the rest of what the container holds is still ours to release. Otherwise the
+    missing binary is an error (not a NotFoundError: the container is there)."""
     try:
         return engine.runtime(row)
-    except NotFoundError:
-        if os.path.lexists(os.path.join(engine.runtime_state_root(row), row.id)):
-            raise
+    except NotFoundError as e:
+        if row.status in ACTIVE or os.path.lexists(
+                os.path.join(engine.runtime_state_root(row), row.id)):
+            raise SystemSetupError(str(e)) from None
         return None
 
 

@@ -10,13 +10,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from isobox.engine.engine import ACTIVE
 from isobox.engine.state import ContainerRow
 from isobox.errors import ConfigError
 
 if TYPE_CHECKING:
     from isobox.engine.engine import Engine
-
-ACTIVE = ("running", "paused", "restarting")
 
 
 def human_duration(secs: float) -> str:
