@@ -16,6 +16,7 @@ from isobox.runtime.log import LOG
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 # flag kinds: "str", "int", "bool", "list" (repeatable), "optbool" (bool that may take a value)
@@ -124,12 +125,25 @@ def usage() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _need_id(cmd: str, pos: list[str], extra_ok: bool = False) -> str:
+def need_id(cmd: str, pos: list[str], extra_ok: bool = False) -> str:
     if not pos:
         raise UsageError(f'"{cmd}" requires a container ID')
     if len(pos) > 1 and not extra_ok:
         raise UsageError(f'"{cmd}" takes one container ID, got {len(pos)} arguments')
     return pos[0]
+
+
+def kill_arguments(pos: list[str]) -> tuple[str, int]:
+    """``kill ID [SIGNAL]``: the ID and the signal's number (TERM when none is given)."""
+    from isobox.runtime.signals import parse_signal
+
+    cid = need_id("kill", pos, extra_ok=True)
+    if len(pos) > 2:
+        raise UsageError('"kill" takes a container ID and an optional signal')
+    try:
+        return cid, parse_signal(pos[1]) if len(pos) > 1 else 15
+    except ValueError as e:
+        raise ConfigError("signal", str(e)) from None
 
 
 def version_text() -> str:
@@ -164,6 +178,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: list[str]) -> int:
+    def open_store(root: str | None) -> Any:
+        from isobox.runtime.state import DEFAULT_ROOT, StateStore
+
+        return StateStore(_absolute(root or DEFAULT_ROOT))
+
+    return run_cli(args, "isobox-runtime", COMMANDS, version=version_text, usage=usage,
+                   open_store=open_store, dispatch=dispatch,
+                   stop_at_positional=("exec", "ps"), long_running=LONG_RUNNING)
+
+
+def run_cli(args: list[str], prog: str, commands: dict[str, tuple[dict[str, str], str, str]],
+            *, version: Callable[[], str], usage: Callable[[], str],
+            open_store: Callable[[str | None], Any],
+            dispatch: Callable[[str, dict[str, Any], list[str], Any], int],
+            stop_at_positional: tuple[str, ...] = ("exec",),
+            long_running: frozenset[str] = frozenset()) -> int:
+    """The runc command line both runtimes share: global flags before the command, --version
+    and help, the command's own flags, then ``dispatch``; an error is one log line and exit
+    status 1. ``long_running`` commands turn the cyclic GC back on (see :func:`main`)."""
     try:
         gflags, rest = parse_flags(args, GLOBAL_FLAGS, stop_at_positional=True)
     except UsageError as e:
@@ -173,31 +206,28 @@ def _main(args: list[str]) -> int:
     LOG.fmt = gflags.get("log-format", "text")
     LOG.debug_enabled = bool(gflags.get("debug"))
     if gflags.get("version"):
-        sys.stdout.write(version_text())
+        sys.stdout.write(version())
         return 0
     if gflags.get("help") or not rest or rest[0] == "help":
         sys.stdout.write(usage())
         return 0 if gflags.get("help") or rest else 1
     cmd, cmd_args = rest[0], rest[1:]
-    if cmd not in COMMANDS:
-        LOG.error(f"unknown command {cmd!r}; see isobox-runtime --help")
+    if cmd not in commands:
+        LOG.error(f"unknown command {cmd!r}; see {prog} --help")
         return 1
-    if cmd in LONG_RUNNING:
+    if cmd in long_running:
         gc.enable()
     if LOG.fmt not in ("text", "json"):
         LOG.fmt = "text"
         LOG.error(f"--log-format: invalid value {gflags['log-format']!r} (text or json)")
         return 1
     try:
-        flags, pos = parse_flags(cmd_args, {**COMMANDS[cmd][0], "help": "bool", "h": "=help"},
-                                 stop_at_positional=cmd in ("exec", "ps"))
+        flags, pos = parse_flags(cmd_args, {**commands[cmd][0], "help": "bool", "h": "=help"},
+                                 stop_at_positional=cmd in stop_at_positional)
         if flags.get("help"):
-            sys.stdout.write(f"usage: isobox-runtime {cmd} [flags] {COMMANDS[cmd][1]}\n")
+            sys.stdout.write(f"usage: {prog} {cmd} [flags] {commands[cmd][1]}\n")
             return 0
-        from isobox.runtime.state import DEFAULT_ROOT, StateStore
-
-        store = StateStore(_absolute(gflags.get("root", DEFAULT_ROOT)))
-        return dispatch(cmd, flags, pos, store)
+        return dispatch(cmd, flags, pos, open_store(gflags.get("root")))
     except IsoboxError as e:
         LOG.error(str(e))
         return 1
@@ -223,7 +253,7 @@ def dispatch(cmd: str, flags: dict[str, Any], pos: list[str], store: Any) -> int
     if cmd == "start":
         from isobox.runtime.container_start import start
 
-        start(store, _need_id(cmd, pos))
+        start(store, need_id(cmd, pos))
         return 0
     if cmd in ("create", "run"):
         from isobox.runtime.container_create import CreateOptions
@@ -231,7 +261,7 @@ def dispatch(cmd: str, flags: dict[str, Any], pos: list[str], store: Any) -> int
         opts = CreateOptions(flags.get("bundle"), flags.get("pid-file"),
                              flags.get("console-socket"), bool(flags.get("no-pivot")),
                              bool(flags.get("no-new-keyring")), flags.get("preserve-fds", 0))
-        cid = _need_id(cmd, pos)
+        cid = need_id(cmd, pos)
         if cmd == "create":
             from isobox.runtime.container_create import create
 
@@ -244,7 +274,7 @@ def dispatch(cmd: str, flags: dict[str, Any], pos: list[str], store: Any) -> int
     if cmd == "delete":
         from isobox.runtime.container_delete import delete
 
-        cid = _need_id(cmd, pos)
+        cid = need_id(cmd, pos)
         try:
             delete(store, cid, force=bool(flags.get("force")))
         except IsoboxError as e:
@@ -257,19 +287,12 @@ def dispatch(cmd: str, flags: dict[str, Any], pos: list[str], store: Any) -> int
     if cmd == "state":
         from isobox.runtime.container_info import print_out, state
 
-        print_out(state(store, _need_id(cmd, pos)) + "\n")
+        print_out(state(store, need_id(cmd, pos)) + "\n")
         return 0
     if cmd == "kill":
         from isobox.runtime.container_kill import kill
-        from isobox.runtime.signals import parse_signal
 
-        cid = _need_id(cmd, pos, extra_ok=True)
-        if len(pos) > 2:
-            raise UsageError('"kill" takes a container ID and an optional signal')
-        try:
-            sig = parse_signal(pos[1]) if len(pos) > 1 else 15
-        except ValueError as e:
-            raise ConfigError("signal", str(e)) from None
+        cid, sig = kill_arguments(pos)
         kill(store, cid, sig, bool(flags.get("all")))
         return 0
     if cmd == "list":
@@ -280,13 +303,13 @@ def dispatch(cmd: str, flags: dict[str, Any], pos: list[str], store: Any) -> int
     if cmd == "ps":
         from isobox.runtime.container_info import print_out, ps
 
-        cid = _need_id(cmd, pos, extra_ok=True)
+        cid = need_id(cmd, pos, extra_ok=True)
         print_out(ps(store, cid, flags.get("format", "table"), pos[1:] or None))
         return 0
     if cmd in ("pause", "resume"):
         from isobox.runtime import container_pause
 
-        getattr(container_pause, cmd)(store, _need_id(cmd, pos))
+        getattr(container_pause, cmd)(store, need_id(cmd, pos))
         return 0
     if cmd == "update":
         return _update(store, flags, pos)
@@ -294,7 +317,7 @@ def dispatch(cmd: str, flags: dict[str, Any], pos: list[str], store: Any) -> int
         from isobox.runtime.container_events import events
 
         interval = _duration(flags.get("interval", "5s"))
-        events(store, _need_id(cmd, pos), bool(flags.get("stats")), interval)
+        events(store, need_id(cmd, pos), bool(flags.get("stats")), interval)
         return 0
     if cmd == "exec":
         return _exec(store, flags, pos)
@@ -332,7 +355,7 @@ def _update(store: Any, flags: dict[str, Any], pos: list[str]) -> int:
         update,
     )
 
-    cid = _need_id("update", pos)
+    cid = need_id("update", pos)
     for unsupported in ("l3-cache-schema", "mem-bw-schema"):
         if unsupported in flags:
             raise ConfigError(f"--{unsupported}", "Intel RDT is not supported")
@@ -349,7 +372,7 @@ def _update(store: Any, flags: dict[str, Any], pos: list[str]) -> int:
 def _exec(store: Any, flags: dict[str, Any], pos: list[str]) -> int:
     from isobox.runtime.container_exec import ExecOptions, exec_process
 
-    cid = _need_id("exec", pos, extra_ok=True)
+    cid = need_id("exec", pos, extra_ok=True)
     st = store.load(cid)
     if "process" in flags:
         from isobox import fastjson

@@ -7,8 +7,8 @@ import os
 import sys
 
 from isobox import __version__
-from isobox.errors import ConfigError, IsoboxError
-from isobox.runtime.cli import GLOBAL_FLAGS, UsageError, parse_flags
+from isobox.errors import IsoboxError
+from isobox.runtime.cli import UsageError, kill_arguments, need_id, run_cli
 from isobox.runtime.log import LOG
 
 TYPE_CHECKING = False  # not `typing` at run time: start-up cost (see fastjson)
@@ -46,54 +46,21 @@ def usage() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _need_id(cmd: str, pos: list[str], extra_ok: bool = False) -> str:
-    if not pos:
-        raise UsageError(f'"{cmd}" requires a container ID')
-    if len(pos) > 1 and not extra_ok:
-        raise UsageError(f'"{cmd}" takes one container ID, got {len(pos)} arguments')
-    return pos[0]
+def version_text() -> str:
+    return f"{PROG} version {__version__}\nspec: 1.2.0\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     LOG.prog = PROG
-    args = sys.argv[1:] if argv is None else argv
-    try:
-        gflags, rest = parse_flags(args, GLOBAL_FLAGS, stop_at_positional=True)
-    except UsageError as e:
-        LOG.error(str(e))
-        return 1
-    LOG.path = gflags.get("log")
-    LOG.fmt = gflags.get("log-format", "text") if gflags.get("log-format") in ("text", "json") \
-        else "text"
-    LOG.debug_enabled = bool(gflags.get("debug"))
-    if gflags.get("version"):
-        sys.stdout.write(f"{PROG} version {__version__}\nspec: 1.2.0\n")
-        return 0
-    if gflags.get("help") or not rest or rest[0] == "help":
-        sys.stdout.write(usage())
-        return 0 if gflags.get("help") or rest else 1
-    cmd, cmd_args = rest[0], rest[1:]
-    if cmd not in COMMANDS:
-        LOG.error(f"unknown command {cmd!r}; see {PROG} --help")
-        return 1
-    try:
-        flags, pos = parse_flags(cmd_args, {**COMMANDS[cmd][0], "help": "bool", "h": "=help"},
-                                 stop_at_positional=cmd == "exec")
-        if flags.get("help"):
-            sys.stdout.write(f"usage: {PROG} {cmd} [flags] {COMMANDS[cmd][1]}\n")
-            return 0
+
+    def open_store(root: str | None) -> Any:
         from isobox.vm.runtime.state import DEFAULT_ROOT, VMStore
 
-        store = VMStore(os.path.abspath(gflags.get("root", DEFAULT_ROOT)))
-        return dispatch(cmd, flags, pos, store)
-    except IsoboxError as e:
-        LOG.error(str(e))
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except OSError as e:
-        LOG.error(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
-        return 1
+        return VMStore(os.path.abspath(root or DEFAULT_ROOT))
+
+    return run_cli(sys.argv[1:] if argv is None else argv, PROG, COMMANDS,
+                   version=version_text, usage=usage, open_store=open_store,
+                   dispatch=dispatch)
 
 
 def dispatch(cmd: str, flags: dict[str, Any], pos: list[str], store: Any) -> int:
@@ -102,50 +69,42 @@ def dispatch(cmd: str, flags: dict[str, Any], pos: list[str], store: Any) -> int
     if cmd == "create":
         from isobox.vm.runtime.create import create
 
-        create(store, _need_id(cmd, pos), flags.get("bundle"), flags.get("pid-file"),
+        create(store, need_id(cmd, pos), flags.get("bundle"), flags.get("pid-file"),
                flags.get("console-socket"))
         return 0
     if cmd == "start":
-        control.start(store, _need_id(cmd, pos))
+        control.start(store, need_id(cmd, pos))
         return 0
     if cmd == "state":
         import json
 
-        sys.stdout.write(json.dumps(control.state(store, _need_id(cmd, pos)), indent=2) + "\n")
+        sys.stdout.write(json.dumps(control.state(store, need_id(cmd, pos)), indent=2) + "\n")
         return 0
     if cmd == "kill":
-        from isobox.runtime.signals import parse_signal
-
-        vid = _need_id(cmd, pos, extra_ok=True)
-        if len(pos) > 2:
-            raise UsageError('"kill" takes a container ID and an optional signal')
-        try:
-            sig = parse_signal(pos[1]) if len(pos) > 1 else 15
-        except ValueError as e:
-            raise ConfigError("signal", str(e)) from None
+        vid, sig = kill_arguments(pos)
         control.kill(store, vid, sig)
         return 0
     if cmd == "delete":
         from isobox.errors import NotFoundError
 
         try:
-            control.delete(store, _need_id(cmd, pos), bool(flags.get("force")))
+            control.delete(store, need_id(cmd, pos), bool(flags.get("force")))
         except NotFoundError:
             if not flags.get("force"):
                 raise
         return 0
     if cmd in ("pause", "resume"):
-        control.pause(store, _need_id(cmd, pos), resume=cmd == "resume")
+        control.pause(store, need_id(cmd, pos), resume=cmd == "resume")
         return 0
     if cmd == "exec":
         from isobox.vm.runtime.exec import exec_command
 
-        vid = _need_id(cmd, pos, extra_ok=True)
+        vid = need_id(cmd, pos, extra_ok=True)
         return exec_command(store, vid, flags, pos[1:])
     if cmd == "list":
         return _list(store, flags)
     if cmd == "sync-files":
-        control.sync_files(store, _need_id(cmd, pos))
+        control.sync_files(store, need_id(cmd, pos))
         return 0
     if cmd == "features":
         import json
