@@ -68,6 +68,9 @@ def test_unset_fields_mean_the_image_defaults() -> None:
     ({"Image": "b", "HostConfig": {"Ulimits": [{"Name": "nofile", "Soft": 2, "Hard": 1}]}},
      "HostConfig.Ulimits[0]"),
     ({"Image": "b", "Healthcheck": {"Test": ["SHELL", "x"]}}, "Healthcheck.Test"),
+    ({"Image": "b", "HostConfig": {"Dns": ["8.8.8.8", "resolver"]}},
+     "HostConfig.Dns: resolver is not an ip address"),
+    ({"Image": "b", "Hostname": "h" * 65}, "Hostname: invalid hostname"),
 ])
 def test_bad_values_name_their_field(body: object, text: str) -> None:
     with pytest.raises(ApiError) as e:

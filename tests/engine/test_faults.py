@@ -31,6 +31,8 @@ pytestmark = pytest.mark.engine
     (["--ulimit", "nofile=30000:30000", "busybox"], "above the host's hard limit"),
     (["--network", "nosuchnet", "busybox"], "nosuchnet"),
     (["-p", "99999:80", "busybox"], "invalid"),
+    (["--dns", "notanip", "busybox"], "--dns: notanip is not an ip address"),
+    (["--hostname", "h" * 65, "busybox"], "--hostname: invalid hostname"),
 ])
 def test_bad_input_is_an_error_that_makes_nothing(isobox: Isobox, args: list[str],
                                                   message: str) -> None:

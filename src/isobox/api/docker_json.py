@@ -147,7 +147,9 @@ def create_options(body: Any, name: str) -> CreateOptions:
     return CreateOptions(
         image=image, command=tuple(cmd) if cmd else None,
         entrypoint=tuple(entrypoint) if entrypoint is not None else None,
-        name=name, hostname=_str(body, "Hostname", ""), user=_str(body, "User", ""),
+        name=name,
+        hostname=_checked("Hostname", parse.parse_hostname, _str(body, "Hostname", "")),
+        user=_str(body, "User", ""),
         workdir=_str(body, "WorkingDir", ""), env=_env(body),
         labels=_str_map(body, "Labels", ""), tty=_bool(body, "Tty", ""),
         open_stdin=_bool(body, "OpenStdin", ""), stdin_once=_bool(body, "StdinOnce", ""),
@@ -156,7 +158,8 @@ def create_options(body: Any, name: str) -> CreateOptions:
         network_aliases=_aliases(body, network),
         add_hosts=tuple(_checked("HostConfig.ExtraHosts", parse.parse_add_host, h)
                         for h in _strs(hc, "ExtraHosts", "HostConfig.") or []),
-        dns=tuple(_strs(hc, "Dns", "HostConfig.") or []),
+        dns=tuple(_checked("HostConfig.Dns", parse.parse_dns, d)
+                  for d in _strs(hc, "Dns", "HostConfig.") or []),
         dns_search=tuple(_strs(hc, "DnsSearch", "HostConfig.") or []),
         dns_options=tuple(_strs(hc, "DnsOptions", "HostConfig.") or []),
         resources=_resources(hc), read_only=_bool(hc, "ReadonlyRootfs", "HostConfig."),

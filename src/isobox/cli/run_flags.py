@@ -140,7 +140,8 @@ def build_options(kw: dict[str, Any]) -> CreateOptions:
         parse.parse_signal(kw["stop_signal"])
     return CreateOptions(
         image=kw["image"], command=tuple(kw["command"]) or None, entrypoint=entrypoint,
-        name=kw["name"], hostname=kw["hostname"], user=kw["user"], workdir=kw["workdir"],
+        name=kw["name"], hostname=parse.parse_hostname(kw["hostname"]), user=kw["user"],
+        workdir=kw["workdir"],
         env=tuple(env), labels=parse.parse_labels(kw["label"]), tty=kw["tty"],
         # Docker's StdinOnce: set by -i, except for `run -d -i`
         open_stdin=kw["interactive"], stdin_once=kw["interactive"] and not kw.get("detach"),
@@ -148,7 +149,7 @@ def build_options(kw: dict[str, Any]) -> CreateOptions:
         ports=parse.parse_ports(kw["publish"]), publish_all=kw["publish_all"],
         network=kw["network"], network_aliases=tuple(kw["network_alias"]),
         add_hosts=tuple(parse.parse_add_host(h) for h in kw["add_host"]),
-        dns=tuple(kw["dns"]), dns_search=tuple(kw["dns_search"]),
+        dns=tuple(parse.parse_dns(d) for d in kw["dns"]), dns_search=tuple(kw["dns_search"]),
         dns_options=tuple(kw["dns_option"]), resources=resources, read_only=kw["read_only"],
         cap_add=tuple(kw["cap_add"]), cap_drop=tuple(kw["cap_drop"]), seccomp_profile=seccomp,
         no_new_privileges=nnp, privileged=kw["privileged"],

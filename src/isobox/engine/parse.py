@@ -406,6 +406,30 @@ def parse_add_host(text: str) -> tuple[str, str]:
         raise ConfigError("--add-host", f'invalid IP address in add-host: "{ip}"') from None
 
 
+def parse_dns(text: str) -> str:
+    """``--dns 1.1.1.1``: a name server's IP address (IPv4 or IPv6), as Docker validates it."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ConfigError("--dns", f"{text} is not an ip address") from None
+
+
+# sethostname(2) takes at most 64 bytes; the runtime would refuse a longer one only at start.
+HOSTNAME_MAX = 64
+
+
+def parse_hostname(text: str) -> str:
+    """``--hostname``: at most 64 bytes, no NUL, no "/" (it names /etc/hostname's content)."""
+    if len(text.encode()) > HOSTNAME_MAX:
+        raise ConfigError("--hostname", f"invalid hostname {text[:80]!r}: longer than "
+                                        f"{HOSTNAME_MAX} bytes")
+    if "\0" in text or "/" in text or "\n" in text:
+        raise ConfigError("--hostname", f"invalid hostname {text[:80]!r}")
+    return text
+
+
 # --------------------------------------------------------------------------- durations, signals
 
 _DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
