@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     cid = args[0]
     if run_dir:
         os.environ["ISOBOX_RUN_DIR"] = run_dir
+    from isobox import dataclass_code
+
+    dataclass_code.install()  # as the CLI: the engine's dataclasses without compiling
     from isobox.engine.engine import Engine
     from isobox.engine.exits import handle_exit, restart_delay, restart_now
 
