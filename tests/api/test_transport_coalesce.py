@@ -50,7 +50,12 @@ def test_requests_arriving_during_a_computation_share_the_next_one() -> None:
     for t in threads:
         t.join()
     assert not overlap  # one computation at a time per key
-    assert len(started) <= 4  # 30 requests over 0.3 s: a handful of computations, not 30
+    # A computation takes 0.1 s and a request waits for at most the next one to start: 30
+    # requests arriving over ~0.3 s (longer when the host is loaded and the threads start
+    # late) share a handful of computations, not one each.
+    spread = max(t for t, _ in arrivals) - min(t for t, _ in arrivals)
+    assert len(started) <= spread / 0.1 + 2, (len(started), spread)
+    assert len(started) <= 10
     for arrived, (_, computed_at) in arrivals:
         assert computed_at >= arrived  # never an answer computed before the request came
     with pytest.raises(ValueError):  # errors reach every sharer
