@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from engine_helpers import Isobox, leaks
+from engine_helpers import Isobox, cgroup_parents, leaks
 
 from harness import wait_for
 
@@ -156,8 +156,18 @@ def test_rm_when_the_runtime_binary_is_gone(isobox: Isobox, tmp_path: object) ->
     assert isobox.record(running)["status"] == "running"
     os.rename(runtime + ".away", runtime)
     isobox("rm", "-f", running)
+    # one that exits while its runtime is gone: the exit is recorded, and it can be removed
+    short = isobox("run", "-d", "--runtime", runtime, "--network", "none", "busybox",
+                   "sleep", "1").stdout.strip()
+    os.rename(runtime, runtime + ".away")
+    wait_for(lambda: isobox.record(short)["status"] == "exited", timeout=15,
+             what="the exit recorded without the runtime")
+    state_root = os.path.join(isobox.run_dir(), "runtime")
+    assert not os.path.exists(os.path.join(state_root, short))
+    isobox("rm", short)
     assert isobox.ids() == []
     assert leaks(isobox.root) == []
+    assert cgroup_parents(isobox.root) == []  # the parent its runtime made went too
 
 
 def test_rm_of_a_half_started_container_kills_its_init(isobox: Isobox) -> None:

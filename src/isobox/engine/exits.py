@@ -108,7 +108,7 @@ def handle_exit(engine: Engine, cid: str, *, restart_allowed: bool = True,
                 return row
             status = exit_status(engine, row)
             code, oom = status if status else (EXIT_AFTER_REBOOT, False)
-            teardown(engine, row)
+            teardown(engine, row, exited=True)
             finished = time.time()
             engine.db.update(cid, status="exited", exit_code=code, oom_killed=int(oom),
                              finished_at=finished, pid=0, monitor_pid=0, network={})
@@ -180,16 +180,18 @@ def spawn_restarter(engine: Engine, cid: str) -> None:
                      stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def runtime_if_any(engine: Engine, row: ContainerRow) -> RuntimeClient | None:
+def runtime_if_any(engine: Engine, row: ContainerRow, *,
+                   exited: bool = False) -> RuntimeClient | None:
     """The container's runtime; None when its binary is gone (a ``--runtime`` path deleted
-    since, say) while the record says nothing runs and the runtime holds no state of this
-    container: the rest of what the container holds is still ours to release. Otherwise the
-    missing binary is an error (not a NotFoundError: the container is there)."""
+    since, say) and nothing of the container can still run: its exit is recorded
+    (``exited``), or the record says nothing runs and the runtime holds no state of it. The
+    rest of what the container holds is still ours to release. Otherwise the missing binary
+    is an error (not a NotFoundError: the container is there)."""
     try:
         return engine.runtime(row)
     except NotFoundError as e:
-        if row.status in ACTIVE or os.path.lexists(
-                os.path.join(engine.runtime_state_root(row), row.id)):
+        if not exited and (row.status in ACTIVE or os.path.lexists(
+                os.path.join(engine.runtime_state_root(row), row.id))):
             raise SystemSetupError(str(e)) from None
         return None
 
@@ -214,16 +216,23 @@ def release_all(engine: Engine, row: ContainerRow) -> None:
     teardown(engine, replace(row, network=network))
 
 
-def teardown(engine: Engine, row: ContainerRow) -> None:
-    """Release what a running container holds: runtime state, network, root mount."""
+def teardown(engine: Engine, row: ContainerRow, *, exited: bool = False) -> None:
+    """Release what a running container holds: runtime state, network, root mount.
+    ``exited``: its exit is recorded (see :func:`runtime_if_any`)."""
     if row.healthcheck_configured:
         from isobox.engine.health import stop_checker  # health checks: end the loop
 
         stop_checker(engine, row.id)
-    runtime = runtime_if_any(engine, row)
+    runtime = runtime_if_any(engine, row, exited=exited)
     if runtime is not None:
         runtime.delete(row.id, force=True)
+    else:  # what `delete` would have removed of a process that is gone: its state directory
+        from isobox.images.store import remove_tree
+
+        remove_tree(os.path.join(engine.runtime_state_root(row), row.id))
     remove_cgroups(engine.layout.cgroup_parent, row.id)
+    if runtime is None:  # and the parent the runtime made, as its delete does once it is empty
+        _rmdir_in_every_hierarchy(engine.layout.cgroup_parent.strip("/"))
     teardown_network(engine, row.id, row.network or {})
     try:
         engine.snapshots.unmount(engine.snapshots.get(row.id))
@@ -234,12 +243,15 @@ def teardown(engine: Engine, row: ContainerRow) -> None:
 def remove_cgroups(parent: str, cid: str) -> None:
     """The container's cgroups, when the runtime could not remove them (its state was lost
     with a cleared /run); a cgroup that still holds processes stays."""
+    _rmdir_in_every_hierarchy(f"{parent.strip('/')}/{cid}")
+
+
+def _rmdir_in_every_hierarchy(rel: str) -> None:
     base = "/sys/fs/cgroup"
     try:
         hierarchies = os.listdir(base)
     except OSError:
         return
-    rel = f"{parent.strip('/')}/{cid}"
     for h in hierarchies:
         path = os.path.join(base, h, rel)
         if os.path.isdir(path) and not os.path.islink(os.path.join(base, h)):
