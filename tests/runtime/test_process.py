@@ -345,3 +345,37 @@ def test_errors_after_pivot_root_are_reported_in_debug_mode(runtime: Runtime,
     res = runtime("run", "--bundle", bundle.path, unique_id(), check=False,
                   global_args=("--debug",))
     assert res.code != 0 and "/nonexistent" in res.err, res
+
+
+SIGNAL_PROBE = "grep SigIgn /proc/self/status; yes | head -1"
+
+
+def _run_ignoring_hup(runtime: Runtime, *args: str) -> subprocess.CompletedProcess[str]:
+    """The runtime started as under `nohup` (SIGHUP ignored); being Python, it ignores SIGPIPE
+    and SIGXFSZ too. An ignored signal would stay ignored across execve."""
+    import signal
+
+    return subprocess.run([*runtime.cmd, "--root", runtime.root, *args], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+
+
+def test_container_processes_start_with_no_ignored_signal(runtime: Runtime,
+                                                           bundle: Bundle) -> None:
+    """As under runc: the init and an exec'd process get every signal's default action (a
+    pipeline's writer dies of SIGPIPE instead of printing "Broken pipe"; a shell can trap
+    HUP)."""
+    bundle.set_args("sh", "-c", SIGNAL_PROBE)
+    p = _run_ignoring_hup(runtime, "run", "--bundle", bundle.path, unique_id())
+    assert p.returncode == 0, p
+    assert "SigIgn:\t0000000000000000" in p.stdout and "Broken pipe" not in p.stderr, p
+    assert p.stdout.splitlines()[-1] == "y"
+    bundle.set_args("sleep", "30")
+    cid = unique_id()
+    runtime("run", "-d", "--bundle", bundle.path, cid)
+    try:
+        p = _run_ignoring_hup(runtime, "exec", cid, "sh", "-c", SIGNAL_PROBE)
+        assert p.returncode == 0, p
+        assert "SigIgn:\t0000000000000000" in p.stdout and "Broken pipe" not in p.stderr, p
+    finally:
+        runtime("delete", "--force", cid)

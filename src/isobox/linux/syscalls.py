@@ -87,6 +87,7 @@ RESOLVE_IN_ROOT = 0x10
 
 # x86_64 syscall numbers Python has no wrapper for.
 _NR = {
+    "rt_sigaction": 13,
     "pivot_root": 155,
     "setdomainname": 171,
     "keyctl": 250,
@@ -140,6 +141,13 @@ def umount2(target: str, flags: int = 0) -> None:
 
 def unshare(flags: int) -> None:
     _check(_unshare(flags), "unshare")
+
+
+def default_signal_action(sig: int) -> None:
+    """rt_sigaction(2) to SIG_DFL, straight to the kernel: glibc refuses its own two signals
+    (32, 33) even to a process about to ``execve``."""
+    act = bytes(32)  # struct kernel_sigaction: handler SIG_DFL, no flags, restorer or mask
+    _check(_syscall(_NR["rt_sigaction"], sig, act, None, 8), f"rt_sigaction({sig})")
 
 
 def setns(fd: int, nstype: int = 0) -> None:

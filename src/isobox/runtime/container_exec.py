@@ -183,6 +183,7 @@ def _tenant(config: dict[str, Any], seccomp: Program | None, console_fd: int,
         keep = {sync.wfd}
         os.closerange(3 + preserve_fds, min(keep))
         os.closerange(min(keep) + 1, 1 << 20)
+        proc.default_signals()
         if seccomp is not None and process.get("noNewPrivileges"):
             from isobox.linux import seccomp as sec
 

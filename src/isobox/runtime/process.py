@@ -181,9 +181,28 @@ def env_dict(env: list[str]) -> dict[str, str]:
     return out
 
 
+_UNCATCHABLE = frozenset({9, 19})
+_GLIBC_SIGNALS = (32, 33)  # thread cancellation and setxid: glibc's sigaction refuses them
+
+
+def default_signals() -> None:
+    """Every signal back to its default action, as a container process starts under runc: an
+    ignored signal stays ignored across ``execve``, and Python ignores SIGPIPE and SIGXFSZ
+    (a pipeline such as ``yes | head -1`` would print "Broken pipe"), a caller under
+    ``nohup`` SIGHUP (a shell could not trap it). The mask is already empty."""
+    import _signal  # type: ignore[import-not-found]  # signal without its enum import
+
+    for sig in range(1, _signal.NSIG):
+        if sig in _GLIBC_SIGNALS:
+            sc.default_signal_action(sig)  # (conmon leaves them ignored)
+        elif sig not in _UNCATCHABLE and _signal.getsignal(sig) == _signal.SIG_IGN:
+            _signal.signal(sig, _signal.SIG_DFL)
+
+
 def exec_process(path: str, process: dict[str, Any], seccomp: Program | None,
                  preserve_fds: int) -> None:
     """Close every fd the container must not see, apply seccomp (compiled) last, execve."""
+    default_signals()
     posix.closerange(3 + preserve_fds, 1 << 20)
     if seccomp is not None and process.get("noNewPrivileges"):
         from isobox.linux import seccomp as sec
