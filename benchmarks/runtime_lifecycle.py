@@ -90,7 +90,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=50)
     ap.add_argument("--peer", default="runc")
-    ap.add_argument("--runtime", default=shutil.which("isobox-runtime") or "isobox-runtime")
+    beside = os.path.join(os.path.dirname(sys.executable), "isobox-runtime")  # the venv's
+    ap.add_argument("--runtime", default=beside if os.access(beside, os.X_OK)
+                    else shutil.which("isobox-runtime") or "isobox-runtime")
     args = ap.parse_args()
     peer = shutil.which(args.peer)
     if peer is None:

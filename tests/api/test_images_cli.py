@@ -36,8 +36,8 @@ def test_images_tag_inspect_history_rmi(docker_build: Docker, isobox: Isobox) ->
     assert "busybox:latest" in _names(docker)
     docker("tag", "busybox", name)
     assert name in _names(docker)
-    rows = json.loads(isobox("images", "--format", "json").stdout)
-    assert any(name in r["RepoTags"] for r in rows)  # the isobox CLI sees the API's tag
+    rows = [json.loads(ln) for ln in isobox("images", "--format", "json").stdout.splitlines()]
+    assert name in [f"{r['Repository']}:{r['Tag']}" for r in rows]  # sees the API's tag
     info = json.loads(docker("image", "inspect", name).stdout)[0]
     assert info["Id"].startswith("sha256:") and name in info["RepoTags"]
     assert info["Config"]["Cmd"] == ["sh"] and info["RootFS"]["Type"] == "layers"
@@ -82,8 +82,8 @@ def test_isobox_images_appear_in_docker_and_back(docker_build: Docker, isobox: I
     assert mine in _names(docker)
     theirs = f"{unique_id('api')}:y"
     docker("tag", "busybox", theirs)
-    rows = json.loads(isobox("images", "--format", "json").stdout)
-    assert any(theirs in r["RepoTags"] for r in rows)
+    rows = [json.loads(ln) for ln in isobox("images", "--format", "json").stdout.splitlines()]
+    assert theirs in [f"{r['Repository']}:{r['Tag']}" for r in rows]
     docker("rmi", mine)
     isobox("rmi", theirs)
     assert mine not in _names(docker) and theirs not in _names(docker)

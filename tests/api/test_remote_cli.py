@@ -66,7 +66,10 @@ def test_lists_inspect_and_info_print_the_same(isobox: Isobox, remote: Remote) -
                  ("image", "inspect", "-f", "{{.Id}} {{json .Config.Cmd}}", "busybox"),
                  ("info",), ("system", "info", "-f", "{{.Isobox.Cgroups.layout}}"),
                  ("version",), ("network", "ls"), ("network", "inspect", "bridge"),
-                 ("volume", "ls"), ("vm", "ls"), ("snapshot", "ls", a)):
+                 ("volume", "ls"), ("vm", "ls"), ("snapshot", "ls", a),
+                 ("ps", "-a", "--format", "table {{.Names}}\t{{.Status}}\t{{.Label \"k\"}}"),
+                 ("images", "--format", "json"), ("network", "ls", "--format", "json"),
+                 ("volume", "ls", "--format", "{{.Name}} {{.Driver}}")):
         local, far = both(isobox, remote, *args)
         assert local == far, args
     assert a in remote("ps").stdout and b not in remote("ps").stdout
@@ -132,7 +135,9 @@ def test_images_networks_volumes(isobox: Isobox, remote: Remote) -> None:
         [nid]
     assert remote("volume", "create", "--label", "x=y", vol).stdout == f"{vol}\n"
     for args in (("network", "ls", "-f", "label=a=b"), ("network", "inspect", net),
-                 ("volume", "ls", "-f", "label=x=y"), ("volume", "inspect", vol)):
+                 ("volume", "ls", "-f", "label=x=y"), ("volume", "inspect", vol),
+                 ("network", "inspect", "-f", "{{.Name}} {{json .IPAM.Config}}", net),
+                 ("volume", "inspect", "-f", "{{.Mountpoint}} {{.Labels}}", vol)):
         local, far = both(isobox, remote, *args)
         assert local == far, args
     assert remote("network", "rm", net).stdout == f"{net}\n"

@@ -56,6 +56,44 @@ def test_inspect_container_shape_and_format(isobox: Isobox) -> None:
     assert RFC3339NANO.match(stopped["FinishedAt"])
 
 
+def test_listings_take_docker_format_templates(isobox: Isobox) -> None:
+    """``ps``, ``images``, ``volume ls``, ``network ls`` and the two ``inspect``s take the
+    templates written for Docker, with Docker's field names and column titles."""
+    cid, name = run_detached(isobox, "-l", "tier=front")
+    line = isobox("ps", "--filter", f"name={name}", "--format",
+                  '{{.ID}} {{.Names}} {{.State}} {{.Label "tier"}} {{.Labels}}').stdout
+    assert line == f"{cid[:12]} {name} running front tier=front\n"
+    table = isobox("ps", "--filter", f"name={name}", "--format",
+                   "table {{.Names}}\t{{.Image}}\t{{.RunningFor}}").stdout.splitlines()
+    assert table[0].split() == ["NAMES", "IMAGE", "CREATED"] and len(table) == 2
+    assert table[1].split()[:2] == [name, "busybox"] and table[1].endswith(" ago")
+    row = json.loads(isobox("ps", "--filter", f"name={name}", "--format", "json").stdout)
+    assert (row["ID"], row["Names"], row["State"]) == (cid[:12], name, "running")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+0000 UTC", row["CreatedAt"])
+    image = json.loads(isobox("images", "--format", "json").stdout.splitlines()[0])
+    assert {"Repository", "Tag", "ID", "Size", "CreatedSince"} <= image.keys()
+    tags = isobox("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert "busybox:latest" in tags
+    vol = unique_id("fv")
+    isobox("volume", "create", "--label", "k=v", vol)
+    try:
+        out = isobox("volume", "ls", "--filter", f"name={vol}", "--format",
+                     '{{.Name}} {{.Driver}} {{.Label "k"}}').stdout
+        assert out == f"{vol} local v\n"
+        mountpoint = isobox("volume", "inspect", "-f", "{{.Mountpoint}}", vol).stdout.strip()
+        assert os.path.isdir(mountpoint) and vol in mountpoint
+    finally:
+        isobox("volume", "rm", vol)
+    nets = isobox("network", "ls", "--format", "table {{.Name}}\t{{.Driver}}").stdout
+    assert nets.splitlines()[0].split() == ["NAME", "DRIVER"]
+    assert ["none", "null"] in [ln.split() for ln in nets.splitlines()]
+    assert isobox("network", "inspect", "-f", "{{.Name}}/{{.Driver}}", "none").stdout == \
+        "none/null\n"
+    bad = isobox("ps", "--format", "{{.Nope}}", check=False)
+    assert bad.returncode != 0 and "can't evaluate field Nope" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def test_stats_and_top(isobox: Isobox) -> None:
     _, name = run_detached(isobox, "--memory", "32m",
                            cmd=("sh", "-c", "yes > /dev/null & exec sleep 30"))

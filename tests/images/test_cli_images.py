@@ -31,8 +31,10 @@ def test_ls_inspect_history_tag_rmi(store: ImageStore) -> None:
     out = isobox(root, "images").stdout.splitlines()
     assert out[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
     assert out[1].split()[:3] == ["demo", "1", rec.short_id]
-    listed = json.loads(isobox(root, "image", "ls", "--format", "json").stdout)
-    assert listed[0]["Id"] == rec.id and listed[0]["RepoTags"] == ["demo:1"]
+    listed = [json.loads(ln) for ln in
+              isobox(root, "image", "ls", "--format", "json").stdout.splitlines()]
+    assert [(r["ID"], r["Repository"], r["Tag"]) for r in listed] == \
+        [(rec.short_id, "demo", "1")]  # docker images' JSON: an object per line and tag
     assert isobox(root, "images", "-q").stdout.split() == [rec.short_id]
     doc = json.loads(isobox(root, "image", "inspect", "demo:1").stdout)[0]
     assert doc["Id"] == rec.id and doc["Config"]["Env"] == ["A=1"]

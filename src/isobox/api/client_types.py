@@ -87,6 +87,7 @@ class NetworkSummary:
     gateway: str = ""
     internal: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    created: str = ""             # RFC 3339
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> NetworkSummary:
@@ -94,7 +95,8 @@ class NetworkSummary:
         return cls(id=str(d["Id"]), name=str(d["Name"]), driver=str(d.get("Driver") or ""),
                    scope=str(d.get("Scope") or "local"), subnet=str(config.get("Subnet") or ""),
                    gateway=str(config.get("Gateway") or ""),
-                   internal=bool(d.get("Internal")), labels=dict(d.get("Labels") or {}))
+                   internal=bool(d.get("Internal")), labels=dict(d.get("Labels") or {}),
+                   created=str(d.get("Created") or ""))
 
 
 @dataclass(frozen=True)

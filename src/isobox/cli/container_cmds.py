@@ -298,7 +298,7 @@ def exec_(obj: CliContext, detach: bool, interactive: bool, tty: bool, env: tupl
 @click.option("-a", "--all", "all_", is_flag=True, help="Show all containers.")
 @click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
 @click.option("-f", "--filter", "filters", multiple=True, help="Filter output (key=value).")
-@click.option("--format", "fmt", default="", help="Output format: table or json.")
+@click.option("--format", "fmt", default="", help="table, json or a Go template.")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @click.option("-n", "--last", type=int, default=-1, help="Show n last created containers.")
 @click.option("-l", "--latest", is_flag=True, help="Show the latest created container.")
@@ -307,7 +307,7 @@ def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
        no_trunc: bool, last: int, latest: bool) -> None:
     """List containers."""
     from isobox.api.client_types import ContainerSummary, Port
-    from isobox.cli.ps_output import filter_pairs, print_ps
+    from isobox.cli.listings import filter_pairs, print_ps
     from isobox.engine.listing import command_args, list_containers, status_text
 
     engine = obj.engine

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from isobox.cli.context import CliContext
+from isobox.cli.formats import print_objects, render_template
 from isobox.cli.main import cli
 from isobox.errors import ConfigError, ConflictError, IsoboxError, NotFoundError
 
@@ -35,92 +36,6 @@ def _container_group() -> click.Group:
 
 
 container_group = _container_group()
-
-
-# ------------------------------------------------------------------------ Go templates
-
-def _go_value(v: Any) -> str:
-    """A value printed as Go's text/template prints it."""
-    if v is None:
-        return "<nil>"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, list):
-        return "[" + " ".join(_go_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "map[" + " ".join(f"{k}:{_go_value(v[k])}" for k in sorted(v)) + "]"
-    return str(v)
-
-
-def _lookup(obj: Any, expr: str) -> Any:
-    expr = expr.strip()
-    if expr == ".":
-        return obj
-    if not expr.startswith("."):
-        if expr.startswith('"') and expr.endswith('"'):
-            return expr[1:-1]
-        raise ConfigError("--format", f"template: unsupported expression {expr!r}")
-    cur = obj
-    for part in expr[1:].split("."):
-        if isinstance(cur, dict) and part in cur:
-            cur = cur[part]
-        else:
-            raise ConfigError("--format", f'template: can\'t evaluate field {part} in {expr}')
-    return cur
-
-
-def _action(obj: Any, text: str) -> str:
-    words = text.split()
-    if not words:
-        return ""
-    if words[0] == "json" and len(words) == 2:
-        return json.dumps(_lookup(obj, words[1]))
-    if words[0] == "index" and len(words) >= 3:
-        cur = _lookup(obj, words[1])
-        for key in words[2:]:
-            k: Any = key.strip('"')
-            if isinstance(cur, list):
-                k = int(k)
-            try:
-                cur = cur[k]
-            except (KeyError, IndexError, TypeError):
-                raise ConfigError("--format", f"template: index of {key}: not found") from None
-        return _go_value(cur)
-    if words[0] in ("upper", "lower") and len(words) == 2:
-        s = _go_value(_lookup(obj, words[1]))
-        return s.upper() if words[0] == "upper" else s.lower()
-    if len(words) == 1:
-        return _go_value(_lookup(obj, words[0]))
-    raise ConfigError("--format", f"template: unsupported action {{{{{text}}}}}")
-
-
-def render_template(fmt: str, obj: Any) -> str:
-    """The subset of Go templates scripts use: ``{{.A.B}}``, ``{{json .A}}``,
-    ``{{index .A "k"}}``, ``{{upper .A}}``; text outside actions is copied."""
-    out = []
-    rest = fmt.replace("\\n", "\n").replace("\\t", "\t")
-    while rest:
-        start = rest.find("{{")
-        if start < 0:
-            out.append(rest)
-            break
-        end = rest.find("}}", start)
-        if end < 0:
-            raise ConfigError("--format", "template: unclosed action")
-        out.append(rest[:start])
-        out.append(_action(obj, rest[start + 2:end].strip().lstrip("-").rstrip("-")))
-        rest = rest[end + 2:]
-    return "".join(out)
-
-
-def print_objects(objs: list[Any], fmt: str) -> None:
-    if not fmt:
-        from isobox.cli.output import print_json
-
-        print_json(objs)
-        return
-    for obj in objs:
-        click.echo(json.dumps(obj) if fmt == "json" else render_template(fmt, obj))
 
 
 # ------------------------------------------------------------------------ inspect

@@ -22,39 +22,34 @@ def image() -> None:
     """Manage images."""
 
 
-def _ls(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool) -> None:
+def _ls(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool,
+        no_trunc: bool) -> None:
+    import datetime
+
+    from isobox.api.client_types import ImageSummary
+    from isobox.cli.listings import print_images
     from isobox.images.inspect import familiar
 
-    images = obj.store.images(include_intermediate=all_)
-    if fmt == "json":
-        print_json([{"Id": r.id, "RepoTags": [familiar(t) for t in r.tags],
-                     "RepoDigests": [familiar(d) for d in r.repo_digests],
-                     "Created": r.created, "Size": r.size} for r in images])
-        return
-    if quiet:
-        for rid in dict.fromkeys(r.short_id for r in images):
-            click.echo(rid)
-        return
-    rows = []
-    for r in images:
-        names = [familiar(t) for t in r.tags] or ["<none>:<none>"]
-        digest = r.manifest_digest if r.repo_digests else "<none>"
-        for name in names:
-            repo, _, tag = name.rpartition(":")
-            row = [repo, tag]
-            if digests:
-                row.append(digest)
-            rows.append([*row, r.short_id, human_ago(r.created), human_size(r.size)])
-    headers = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED",
-               "SIZE"]
-    print_table(headers, rows)
+    def unix(rfc3339: str) -> int:
+        try:
+            return int(datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00"))
+                       .timestamp())
+        except ValueError:
+            return 0
+
+    print_images([ImageSummary(r.id, tuple(familiar(t) for t in r.tags),
+                               tuple(familiar(d) for d in r.repo_digests), unix(r.created),
+                               r.size, dict(r.config.config.get("Labels") or {}))
+                  for r in obj.store.images(include_intermediate=all_)],
+                 quiet=quiet, fmt=fmt, digests=digests, no_trunc=no_trunc)
 
 
 _ls_options = [
     click.option("-a", "--all", "all_", is_flag=True, help="Show intermediate build images."),
     click.option("-q", "--quiet", is_flag=True, help="Only image IDs."),
-    click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table"),
+    click.option("--format", "fmt", default="", help="table, json or a Go template."),
     click.option("--digests", is_flag=True, help="Show digests."),
+    click.option("--no-trunc", is_flag=True, help="Do not truncate image IDs."),
 ]
 
 
@@ -67,17 +62,19 @@ def _with_ls_options(f: Callable[..., None]) -> Callable[..., None]:
 @image.command("ls")
 @_with_ls_options
 @pass_ctx
-def image_ls(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool) -> None:
+def image_ls(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool,
+             no_trunc: bool) -> None:
     """List images."""
-    _ls(obj, all_, quiet, fmt, digests)
+    _ls(obj, all_, quiet, fmt, digests, no_trunc)
 
 
 @cli.command("images")
 @_with_ls_options
 @pass_ctx
-def images_alias(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool) -> None:
+def images_alias(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool,
+                 no_trunc: bool) -> None:
     """List images (alias of ``image ls``)."""
-    _ls(obj, all_, quiet, fmt, digests)
+    _ls(obj, all_, quiet, fmt, digests, no_trunc)
 
 
 @image.command("inspect")
@@ -87,7 +84,7 @@ def images_alias(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bo
 @pass_ctx
 def image_inspect(obj: CliContext, fmt: str, names: tuple[str, ...]) -> None:
     """Show an image's configuration as JSON."""
-    from isobox.cli.container_extra_cmds import print_objects
+    from isobox.cli.formats import print_objects
     from isobox.images.inspect import inspect_image
 
     print_objects([inspect_image(obj.store.resolve(n)) for n in names], fmt)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from isobox.cli.context import CliContext
 from isobox.cli.main import cli
-from isobox.cli.output import for_each, print_json, print_table
+from isobox.cli.output import for_each
 
 pass_ctx = click.make_pass_decorator(CliContext)
 
@@ -39,7 +37,7 @@ def network_create(obj: CliContext, driver: str, subnet: str, gateway: str, inte
 
 @network.command(name="ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
-@click.option("--format", "fmt", default="", help="table or json.")
+@click.option("--format", "fmt", default="", help="table, json or a Go template.")
 @click.option("--no-trunc", is_flag=True)
 @click.option("-f", "--filter", "filters", multiple=True,
               help="driver, id, label, name, scope, type=custom|builtin, dangling=true|false")
@@ -47,32 +45,27 @@ def network_create(obj: CliContext, driver: str, subnet: str, gateway: str, inte
 def network_ls(obj: CliContext, quiet: bool, fmt: str, no_trunc: bool,
                filters: tuple[str, ...]) -> None:
     """List networks."""
+    from isobox.api.client_types import NetworkSummary
+    from isobox.cli.listings import print_networks
     from isobox.engine import filters as flt
     from isobox.engine.networks import LIST_FILTERS, docker_driver, list_networks
 
     nets = list_networks(obj.engine, flt.group(filters, LIST_FILTERS))
-    if quiet:
-        for n in nets:
-            click.echo(n.id if no_trunc else n.id[:12])
-        return
-    if fmt == "json":
-        for n in nets:
-            click.echo(json.dumps({"ID": n.id[:12], "Name": n.name, "Driver": n.driver,
-                                   "Scope": n.scope}))
-        return
-    print_table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
-                [[n.id if no_trunc else n.id[:12], n.name, docker_driver(n), n.scope]
-                 for n in nets])
+    print_networks([NetworkSummary(n.id, n.name, docker_driver(n), n.scope, n.subnet,
+                                   n.gateway, n.internal, dict(n.labels), n.created)
+                    for n in nets], quiet=quiet, fmt=fmt, no_trunc=no_trunc)
 
 
 @network.command(name="inspect")
+@click.option("-f", "--format", "fmt", default="", help="json or a Go template.")
 @click.argument("networks", nargs=-1, required=True)
 @pass_ctx
-def network_inspect(obj: CliContext, networks: tuple[str, ...]) -> None:
+def network_inspect(obj: CliContext, fmt: str, networks: tuple[str, ...]) -> None:
     """Display detailed information on one or more networks."""
+    from isobox.cli.formats import print_objects
     from isobox.engine.networks import network_doc
 
-    print_json([network_doc(obj.engine.networks.inspect(n)) for n in networks])
+    print_objects([network_doc(obj.engine.networks.inspect(n)) for n in networks], fmt)
 
 
 @network.command(name="rm")

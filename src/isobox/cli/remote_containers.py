@@ -192,7 +192,7 @@ def exec_(obj: CliContext, detach: bool, interactive: bool, tty: bool, env: tupl
 @remote("ps")
 def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str,
        no_trunc: bool, last: int, latest: bool) -> None:
-    from isobox.cli.ps_output import filter_pairs, print_ps
+    from isobox.cli.listings import filter_pairs, print_ps
 
     grouped: dict[str, list[str]] = {}
     for k, v in filter_pairs(filters):

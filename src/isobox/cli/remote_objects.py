@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from isobox.cli.context import CliContext
-from isobox.cli.output import for_each, human_ago, human_size, print_json, print_table
+from isobox.cli.output import for_each
 from isobox.cli.remote import RemoteUnsupported, remote
 from isobox.errors import IsoboxError
 
@@ -26,31 +26,17 @@ def _rfc3339(unix: int) -> str:
 
 # images -------------------------------------------------------------------------------------
 @remote("images", "image ls")
-def images(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool) -> None:
-    imgs = obj.client.images(all=all_)
-    if fmt == "json":
-        print_json([{"Id": r.id, "RepoTags": list(r.repo_tags),
-                     "RepoDigests": list(r.repo_digests), "Created": _rfc3339(r.created),
-                     "Size": r.size} for r in imgs])
-        return
-    if quiet:
-        for rid in dict.fromkeys(r.short_id for r in imgs):
-            click.echo(rid)
-        return
-    rows = []
-    for r in imgs:
-        digest = r.repo_digests[0].partition("@")[2] if r.repo_digests else "<none>"
-        for name in r.repo_tags or ("<none>:<none>",):
-            repo, _, tag = name.rpartition(":")
-            row = [repo, tag, *([digest] if digests else [])]
-            rows.append([*row, r.short_id, human_ago(_rfc3339(r.created)), human_size(r.size)])
-    print_table(["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED",
-                 "SIZE"], rows)
+def images(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool,
+           no_trunc: bool) -> None:
+    from isobox.cli.listings import print_images
+
+    print_images(obj.client.images(all=all_), quiet=quiet, fmt=fmt, digests=digests,
+                 no_trunc=no_trunc)
 
 
 @remote("image inspect")
 def image_inspect(obj: CliContext, fmt: str, names: tuple[str, ...]) -> None:
-    from isobox.cli.container_extra_cmds import print_objects
+    from isobox.cli.formats import print_objects
 
     print_objects([obj.client.image_document(n) for n in names], fmt)
 
@@ -106,7 +92,8 @@ def version(obj: CliContext) -> None:
 
 @remote("info", "system info")
 def info(obj: CliContext, fmt: str) -> None:
-    from isobox.cli.container_extra_cmds import _info_text, render_template
+    from isobox.cli.container_extra_cmds import _info_text
+    from isobox.cli.formats import render_template
 
     data = obj.client.info()
     if fmt in ("json", "{{json .}}"):
@@ -137,26 +124,18 @@ def network_create(obj: CliContext, driver: str, subnet: str, gateway: str, inte
 @remote("network ls")
 def network_ls(obj: CliContext, quiet: bool, fmt: str, no_trunc: bool,
                filters: tuple[str, ...]) -> None:
+    from isobox.cli.listings import print_networks
     from isobox.engine.networks import LIST_FILTERS
 
-    nets = obj.client.networks(_grouped(filters, LIST_FILTERS))
-    if quiet:
-        for n in nets:
-            click.echo(n.id if no_trunc else n.id[:12])
-        return
-    if fmt == "json":
-        for n in nets:  # the local command prints the engine's driver name ("none")
-            click.echo(json.dumps({"ID": n.id[:12], "Name": n.name,
-                                   "Driver": "none" if n.driver == "null" else n.driver,
-                                   "Scope": n.scope}))
-        return
-    print_table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
-                [[n.id if no_trunc else n.id[:12], n.name, n.driver, n.scope] for n in nets])
+    print_networks(obj.client.networks(_grouped(filters, LIST_FILTERS)), quiet=quiet,
+                   fmt=fmt, no_trunc=no_trunc)
 
 
 @remote("network inspect")
-def network_inspect(obj: CliContext, networks: tuple[str, ...]) -> None:
-    print_json([obj.client.network_inspect(n) for n in networks])
+def network_inspect(obj: CliContext, fmt: str, networks: tuple[str, ...]) -> None:
+    from isobox.cli.formats import print_objects
+
+    print_objects([obj.client.network_inspect(n) for n in networks], fmt)
 
 
 @remote("network rm")
@@ -178,15 +157,17 @@ def volume_create(obj: CliContext, driver: str, label: tuple[str, ...], opt: tup
 
 @remote("volume ls")
 def volume_ls(obj: CliContext, quiet: bool, fmt: str, filters: tuple[str, ...]) -> None:
-    from isobox.cli.volume_cmds import print_volumes
+    from isobox.cli.listings import print_volumes
     from isobox.engine.volume_admin import LIST_FILTERS
 
-    print_volumes(obj.client.volumes(_grouped(filters, LIST_FILTERS)), quiet, fmt)
+    print_volumes(obj.client.volumes(_grouped(filters, LIST_FILTERS)), quiet=quiet, fmt=fmt)
 
 
 @remote("volume inspect")
-def volume_inspect(obj: CliContext, names: tuple[str, ...]) -> None:
-    print_json([obj.client.volume_inspect(n) for n in names])
+def volume_inspect(obj: CliContext, fmt: str, names: tuple[str, ...]) -> None:
+    from isobox.cli.formats import print_objects
+
+    print_objects([obj.client.volume_inspect(n) for n in names], fmt)
 
 
 @remote("volume rm")

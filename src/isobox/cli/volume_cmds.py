@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import click
 
 from isobox.cli.context import CliContext
 from isobox.cli.main import cli
-from isobox.cli.output import for_each, human_size, print_json, print_table
+from isobox.cli.output import for_each, human_size
 from isobox.errors import ConfigError
 
 pass_ctx = click.make_pass_decorator(CliContext)
@@ -50,38 +47,31 @@ def parse_volume_opts(opt: tuple[str, ...]) -> dict[str, str]:
 
 @volume.command(name="ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only display volume names.")
-@click.option("--format", "fmt", default="", help="table or json.")
+@click.option("--format", "fmt", default="", help="table, json or a Go template.")
 @click.option("-f", "--filter", "filters", multiple=True,
               help="dangling=true|false, driver=…, label=…, name=…")
 @pass_ctx
 def volume_ls(obj: CliContext, quiet: bool, fmt: str, filters: tuple[str, ...]) -> None:
     """List volumes."""
+    from isobox.api.client_types import VolumeSummary
+    from isobox.cli.listings import print_volumes
     from isobox.engine import filters as flt
     from isobox.engine.volume_admin import LIST_FILTERS, list_volumes
 
-    print_volumes(list_volumes(obj.engine, flt.group(filters, LIST_FILTERS)), quiet, fmt)
-
-
-def print_volumes(vols: list[Any], quiet: bool, fmt: str) -> None:
-    """``volume ls`` output, local or remote (``--host``)."""
-    if quiet:
-        for v in vols:
-            click.echo(v.name)
-        return
-    if fmt == "json":
-        for v in vols:
-            click.echo(json.dumps({"Driver": v.driver, "Name": v.name,
-                                   "Mountpoint": v.mountpoint, "Scope": "local"}))
-        return
-    print_table(["DRIVER", "VOLUME NAME"], [[v.driver, v.name] for v in vols])
+    vols = list_volumes(obj.engine, flt.group(filters, LIST_FILTERS))
+    print_volumes([VolumeSummary(v.name, v.driver, v.mountpoint, v.created_at, dict(v.labels))
+                   for v in vols], quiet=quiet, fmt=fmt)
 
 
 @volume.command(name="inspect")
+@click.option("-f", "--format", "fmt", default="", help="json or a Go template.")
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
-def volume_inspect(obj: CliContext, names: tuple[str, ...]) -> None:
+def volume_inspect(obj: CliContext, fmt: str, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more volumes."""
-    print_json([obj.engine.volumes.inspect(n) for n in names])
+    from isobox.cli.formats import print_objects
+
+    print_objects([obj.engine.volumes.inspect(n) for n in names], fmt)
 
 
 @volume.command(name="rm")
