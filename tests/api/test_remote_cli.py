@@ -69,6 +69,7 @@ def test_lists_inspect_and_info_print_the_same(isobox: Isobox, remote: Remote) -
                  ("volume", "ls"), ("vm", "ls"), ("snapshot", "ls", a),
                  ("ps", "-a", "--format", "table {{.Names}}\t{{.Status}}\t{{.Label \"k\"}}"),
                  ("images", "--format", "json"), ("network", "ls", "--format", "json"),
+                 ("images", "-f", "dangling=false", "busybox"),
                  ("volume", "ls", "--format", "{{.Name}} {{.Driver}}")):
         local, far = both(isobox, remote, *args)
         assert local == far, args

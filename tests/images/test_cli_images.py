@@ -78,3 +78,28 @@ def test_prune_and_df(store: ImageStore) -> None:
     assert len(store.images()) == 1
     isobox(root, "image", "prune", "-a", "-f")
     assert store.images() == []
+
+
+def test_images_filters_and_reference_argument(store: ImageStore) -> None:
+    """``docker images [REPO[:TAG]] [-f ...]``: the list narrowed as dockerd narrows it."""
+    root = store.root
+    _, app = put_image(store, [layer_tar({"a": b"1"})], "app/web:1",
+                       config_extra={"config": {"Labels": {"tier": "front"}}})
+    _, dangling = put_image(store, [layer_tar({"b": b"2"})])
+    assert app is not None and dangling is not None
+    isobox(root, "tag", "app/web:1", "app/web:2")
+
+    def names(*args: str) -> list[str]:
+        return isobox(root, "images", *args, "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+
+    assert sorted(names()) == ["<none>:<none>", "app/web:1", "app/web:2"]
+    assert names("app/web:2") == ["app/web:2"]
+    assert sorted(names("app/web")) == ["app/web:1", "app/web:2"]
+    assert sorted(names("-f", "reference=app/*:1")) == ["app/web:1"]
+    assert names("-f", "label=tier=front", "-f", "dangling=false", "app/web:1") == ["app/web:1"]
+    assert isobox(root, "images", "-q", "-f", "dangling=true").stdout.split() == \
+        [dangling.short_id]
+    for bad, word in ((("-f", "colour=red"), "colour"), (("-f", "dangling=maybe"), "maybe"),
+                      (("-f", "dangling"), "dangling")):
+        p = isobox(root, "images", *bad, check=False)
+        assert p.returncode != 0 and word in p.stderr and "Traceback" not in p.stderr

@@ -22,13 +22,25 @@ def image() -> None:
     """Manage images."""
 
 
+def image_filters(filters: tuple[str, ...], reference: str | None) -> dict[str, list[str]]:
+    """``--filter`` flags and the optional REPOSITORY[:TAG] argument (a reference filter)."""
+    from isobox.engine.filters import group
+    from isobox.images.listing import FILTER_KEYS
+
+    grouped = group(filters, FILTER_KEYS)
+    if reference:
+        grouped.setdefault("reference", []).append(reference)
+    return grouped
+
+
 def _ls(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool,
-        no_trunc: bool) -> None:
+        no_trunc: bool, filters: tuple[str, ...], reference: str | None) -> None:
     import datetime
 
     from isobox.api.client_types import ImageSummary
     from isobox.cli.listings import print_images
     from isobox.images.inspect import familiar
+    from isobox.images.listing import filter_images, shown_refs
 
     def unix(rfc3339: str) -> int:
         try:
@@ -37,11 +49,15 @@ def _ls(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool,
         except ValueError:
             return 0
 
-    print_images([ImageSummary(r.id, tuple(familiar(t) for t in r.tags),
-                               tuple(familiar(d) for d in r.repo_digests), unix(r.created),
-                               r.size, dict(r.config.config.get("Labels") or {}))
-                  for r in obj.store.images(include_intermediate=all_)],
-                 quiet=quiet, fmt=fmt, digests=digests, no_trunc=no_trunc)
+    wanted = image_filters(filters, reference)
+    store = obj.store
+    rows = []
+    for r in filter_images(store, store.images(include_intermediate=all_), wanted):
+        refs = shown_refs(r, wanted)
+        rows.append(ImageSummary(r.id, tuple(familiar(t) for t in refs if "@" not in t),
+                                 tuple(familiar(d) for d in refs if "@" in d), unix(r.created),
+                                 r.size, dict(r.config.config.get("Labels") or {})))
+    print_images(rows, quiet=quiet, fmt=fmt, digests=digests, no_trunc=no_trunc)
 
 
 _ls_options = [
@@ -50,6 +66,9 @@ _ls_options = [
     click.option("--format", "fmt", default="", help="table, json or a Go template."),
     click.option("--digests", is_flag=True, help="Show digests."),
     click.option("--no-trunc", is_flag=True, help="Do not truncate image IDs."),
+    click.option("-f", "--filter", "filters", multiple=True,
+                 help="dangling=true|false, label=…, reference=PATTERN, before=…, since=…"),
+    click.argument("reference", required=False),
 ]
 
 
@@ -63,18 +82,18 @@ def _with_ls_options(f: Callable[..., None]) -> Callable[..., None]:
 @_with_ls_options
 @pass_ctx
 def image_ls(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool,
-             no_trunc: bool) -> None:
+             no_trunc: bool, filters: tuple[str, ...], reference: str | None) -> None:
     """List images."""
-    _ls(obj, all_, quiet, fmt, digests, no_trunc)
+    _ls(obj, all_, quiet, fmt, digests, no_trunc, filters, reference)
 
 
 @cli.command("images")
 @_with_ls_options
 @pass_ctx
 def images_alias(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool,
-                 no_trunc: bool) -> None:
+                 no_trunc: bool, filters: tuple[str, ...], reference: str | None) -> None:
     """List images (alias of ``image ls``)."""
-    _ls(obj, all_, quiet, fmt, digests, no_trunc)
+    _ls(obj, all_, quiet, fmt, digests, no_trunc, filters, reference)
 
 
 @image.command("inspect")

@@ -27,11 +27,12 @@ def _rfc3339(unix: int) -> str:
 # images -------------------------------------------------------------------------------------
 @remote("images", "image ls")
 def images(obj: CliContext, all_: bool, quiet: bool, fmt: str, digests: bool,
-           no_trunc: bool) -> None:
+           no_trunc: bool, filters: tuple[str, ...], reference: str | None) -> None:
+    from isobox.cli.image_cmds import image_filters
     from isobox.cli.listings import print_images
 
-    print_images(obj.client.images(all=all_), quiet=quiet, fmt=fmt, digests=digests,
-                 no_trunc=no_trunc)
+    print_images(obj.client.images(all=all_, filters=image_filters(filters, reference)),
+                 quiet=quiet, fmt=fmt, digests=digests, no_trunc=no_trunc)
 
 
 @remote("image inspect")
