@@ -152,6 +152,31 @@ def test_restart_always_and_stop_wins(isobox: Isobox) -> None:
     assert isobox.record("phoenix")["status"] == "exited"
 
 
+def test_a_killed_monitor_ends_the_container_and_the_policy_restarts_it(
+        isobox: Isobox) -> None:
+    """conmon killed (not a reboot): the next command records the end, kills the orphaned
+    process (its stdio is gone, nobody would record its exit) and applies the policy."""
+    isobox("run", "-d", "--name", "orphan", "--restart", "always", "--network", "none",
+           "busybox", "sleep", "300")
+    isobox("run", "-d", "--name", "lone", "--network", "none", "busybox", "sleep", "300")
+    old = {n: isobox.record(n) for n in ("orphan", "lone")}
+    for rec in old.values():
+        os.kill(rec["monitor_pid"], signal.SIGKILL)
+    wait_for(lambda: all(not os.path.exists(f"/proc/{r['monitor_pid']}")
+                         for r in old.values()), what="monitors gone")
+    assert "lone" in isobox("ps", "-a").stdout  # a reader finds both monitors dead
+    wait_for(lambda: isobox.record("orphan")["status"] == "running"
+             and isobox.record("orphan")["pid"] != old["orphan"]["pid"], timeout=20,
+             what="the restart policy applied")
+    rec = isobox.record("orphan")
+    assert rec["restart_count"] == 1 and rec["monitor_pid"] != old["orphan"]["monitor_pid"]
+    lone = isobox.record("lone")
+    assert (lone["status"], lone["exit_code"]) == ("exited", 255)
+    for r in old.values():  # the orphaned processes were killed, not left behind
+        wait_for(lambda r=r: not os.path.exists(f"/proc/{r['pid']}"), what="orphan killed")
+    isobox("rm", "-f", "orphan", "lone")
+
+
 def test_system_boot_restarts_per_policy(isobox: Isobox) -> None:
     isobox("run", "-d", "--name", "keep", "--restart", "unless-stopped", "--network", "none",
            "busybox", "sleep", "300")

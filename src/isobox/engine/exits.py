@@ -88,9 +88,11 @@ def reconcile_row(engine: Engine, row: ContainerRow) -> ContainerRow:
         # the exit file is written and conmon has become the exit hook, which records the
         # exit and applies the restart policy: a reader recording first would lose the restart
         return row
-    # Restart policies are the exit hook's job and `system boot`'s; a reader only records
-    # what a dead monitor (killed, or a reboot) can no longer.
-    handle_exit(engine, row.id, restart_allowed=False)
+    # The monitor is gone without a word. Killed in this boot (an OOM kill, a stray `kill`):
+    # nobody holds the container's stdio or will record its end, so the end is recorded now
+    # (teardown kills what still runs) and its restart policy applies, as to any other death.
+    # After a reboot, the restarts are `system boot`'s: a reader only records.
+    handle_exit(engine, row.id, restart_allowed=row.epoch == engine.layout.epoch())
     return engine.db.get(row.id) or row
 
 
