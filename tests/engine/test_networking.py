@@ -4,9 +4,10 @@ networks where containers reach each other by name, and cleanup on stop."""
 from __future__ import annotations
 
 import socket
+import subprocess
 
 import pytest
-from engine_helpers import Isobox
+from engine_helpers import NET_PREFIX, Isobox
 
 from harness import wait_for
 
@@ -65,3 +66,43 @@ def test_network_none_and_host(isobox: Isobox) -> None:
         host_name = f.read().strip()
     out = isobox("run", "--rm", "--network", "host", "busybox", "hostname").stdout.strip()
     assert out == host_name
+
+
+def _nft_tables() -> set[str]:
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True)
+    return set(out.stdout.split("\n"))
+
+
+def test_exit_hook_releases_ports_in_the_roots_own_table(isobox: Isobox) -> None:
+    """The exit hook (started by conmon, without the caller's environment) uses the root's
+    network names: its published port is released from the root's nft table, no default
+    `isobox` table appears, and a restart by the policy gets its port again."""
+    before = _nft_tables()
+    port = _free_port()
+    isobox("run", "-d", "--name", "brief", "-p", f"127.0.0.1:{port}:80", "busybox",
+           "sh", "-c", "sleep 1")
+    wait_for(lambda: isobox.record("brief")["status"] == "exited", timeout=15,
+             what="the exit recorded by the exit hook")
+    ours = {f"table ip {NET_PREFIX}"}
+    assert _nft_tables() - before - ours == set()  # (`table ip isobox` before the fix)
+    assert str(port) not in _nft_ruleset(NET_PREFIX)
+    isobox("rm", "brief")
+    isobox("run", "-d", "--name", "again", "--restart", "on-failure:1", "-p",
+           f"127.0.0.1:{port}:80", "busybox", "sh", "-c", "sleep 1; exit 3")
+    wait_for(lambda: isobox.record("again")["restart_count"] == 1
+             and isobox.record("again")["status"] == "exited", timeout=20,
+             what="one restart by the exit hook, then the end")
+    assert _nft_tables() - before - ours == set()
+    assert str(port) not in _nft_ruleset(NET_PREFIX)
+    isobox("rm", "again")
+
+
+def _nft_ruleset(table: str) -> str:
+    return subprocess.run(["nft", "list", "table", "ip", table], capture_output=True,
+                          text=True).stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -62,7 +62,8 @@ class Engine:
     def networks(self) -> NetworkManager:
         from isobox.network.manager import NetworkManager
 
-        return NetworkManager(self.layout.network_state, **network_settings())
+        return NetworkManager(self.layout.network_state,
+                              **network_settings(self.layout.network_state))
 
     @cached_property
     def volumes(self) -> VolumeStore:
@@ -150,13 +151,47 @@ class Engine:
         self.db.add_event("container", action, row.id, attrs)
 
 
-def network_settings() -> dict[str, str]:
-    """Bridge and nft-table names; tests set ISOBOX_NET_PREFIX so they never touch a real
-    installation's ``isobox0`` bridge or ``isobox`` table."""
-    prefix = os.environ.get("ISOBOX_NET_PREFIX", "")
+PREFIX_FILE = "names-prefix"
+
+
+def network_settings(state_dir: str) -> dict[str, str]:
+    """Bridge and nft-table names. ``ISOBOX_NET_PREFIX`` (tests, benchmarks) replaces
+    ``isobox0`` and the ``isobox`` table so they never touch a real installation's. The prefix
+    belongs to the root, not to a process's environment: it is recorded in the root's network
+    state on first use and read from there by every process, the exit and health hooks and
+    ``system boot`` included, which conmon and systemd start without the variable."""
+    path = os.path.join(state_dir, PREFIX_FILE)
+    wanted = os.environ.get("ISOBOX_NET_PREFIX", "")
+    try:
+        with open(path) as f:
+            prefix = f.read().strip()
+    except FileNotFoundError:  # a root whose networks exist already has the default names
+        fresh = not os.path.exists(os.path.join(state_dir, "networks.json"))
+        prefix = _record_prefix(path, wanted) if wanted and fresh else ""
+    if wanted and wanted != prefix:
+        from isobox.errors import ConfigError
+
+        raise ConfigError("ISOBOX_NET_PREFIX", f"{wanted!r}: the networks of this root are "
+                          f"named with {prefix or 'the default names'!r} ({path})")
     if not prefix:
         return {}
     return {"bridge_prefix": prefix, "nft_table": prefix, "default_bridge": f"{prefix}0"}
+
+
+def _record_prefix(path: str, prefix: str) -> str:
+    """Write ``prefix`` to ``path`` unless another process did first; the one recorded."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(prefix + "\n")
+    try:
+        os.link(tmp, path)  # exclusive and atomic: a racing writer's EEXIST reads ours
+    except FileExistsError:
+        with open(path) as f:
+            prefix = f.read().strip()
+    finally:
+        os.unlink(tmp)
+    return prefix
 
 
 def pid_alive(pid: int) -> bool:
