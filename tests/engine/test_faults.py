@@ -44,6 +44,23 @@ def test_bad_input_is_an_error_that_makes_nothing(isobox: Isobox, args: list[str
     assert leaks(isobox.root) == []
 
 
+@pytest.mark.parametrize(("command", "code", "message"), [
+    (["nosuchcmd"], 127, 'exec: "nosuchcmd": executable file not found in $PATH'),
+    (["/nonexistent/cmd"], 127, "no such file or directory"),
+    (["/etc"], 126, 'exec: "/etc": permission denied'),
+    (["/etc/passwd"], 126, "permission denied"),
+])
+@pytest.mark.parametrize("detach", [False, True])
+def test_a_command_that_cannot_run_exits_126_or_127(isobox: Isobox, command: list[str],
+                                                    code: int, message: str,
+                                                    detach: bool) -> None:
+    """As the docker CLI: 127 for a command not found, 126 for one that cannot be run."""
+    p = isobox("run", "--rm", *(["-d"] if detach else []), "--network", "none", "busybox",
+               *command, check=False)
+    assert (p.returncode, message in p.stderr) == (code, True), p.stderr
+    assert isobox.ids() == [] and leaks(isobox.root) == []
+
+
 def test_name_in_use(isobox: Isobox) -> None:
     isobox("create", "--name", "taken", "--network", "none", "busybox")
     p = isobox("create", "--name", "taken", "--network", "none", "busybox", check=False)

@@ -90,7 +90,7 @@ def run_attached(engine: Engine, cid: str, opts: CreateOptions, *, sig_proxy: bo
         session = start_container(engine, cid, attach=True, attached_pid=os.getpid())
     except IsoboxError as e:
         _discard_failed(engine, cid, opts)
-        raise RunError(str(e)) from None
+        raise RunError.of_start(str(e)) from None
     assert session is not None
     return attach_and_wait(engine, cid, session, tty=opts.tty, stdin=opts.open_stdin,
                            sig_proxy=sig_proxy)

@@ -34,6 +34,17 @@ class RunError(click.ClickException):
     def show(self, file: Any = None) -> None:
         click.echo(f"isobox: error: {self.message}", err=True)
 
+    @classmethod
+    def of_start(cls, message: str) -> RunError:
+        """A failed start, with the docker CLI's status: 127 when the command was not found,
+        126 when it could not be run, 125 otherwise (docker's runStartContainerErr)."""
+        err = cls(message)
+        if "executable file not found" in message or "no such file or directory" in message:
+            err.exit_code = 127
+        elif "permission denied" in message or "is a directory" in message:
+            err.exit_code = 126
+        return err
+
 
 def _image_for(obj: CliContext, opts: CreateOptions, pull: str) -> ImageRecord:
     store = obj.store
@@ -92,7 +103,7 @@ def run(obj: CliContext, /, detach: bool, sig_proxy: bool, **kw: Any) -> None:
             start_container(engine, cid)
         except IsoboxError as e:
             _discard_failed(engine, cid, opts)
-            raise RunError(str(e)) from None
+            raise RunError.of_start(str(e)) from None
         click.echo(cid)
         return
     from isobox.cli.attached import run_attached

@@ -73,13 +73,13 @@ def run(obj: CliContext, /, detach: bool, sig_proxy: bool, **kw: Any) -> None:
                     client.remove(cid, force=True, volumes=True)
                 except IsoboxError:
                     pass
-            raise RunError(str(e)) from None
+            raise RunError.of_start(str(e)) from None
         click.echo(cid)
         return
     try:
         att = client.start_attached(cid, tty=opts.tty, auto_remove=opts.auto_remove)
     except IsoboxError as e:
-        raise RunError(str(e)) from None
+        raise RunError.of_start(str(e)) from None
     try:
         _copy_out(att.output())
         code = att.exit_code()
