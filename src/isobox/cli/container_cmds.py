@@ -38,12 +38,19 @@ class RunError(click.ClickException):
     def of_start(cls, message: str) -> RunError:
         """A failed start, with the docker CLI's status: 127 when the command was not found,
         126 when it could not be run, 125 otherwise (docker's runStartContainerErr)."""
-        err = cls(message)
         if "executable file not found" in message or "no such file or directory" in message:
-            err.exit_code = 127
-        elif "permission denied" in message or "is a directory" in message:
-            err.exit_code = 126
-        return err
+            return _CommandNotFound(message)
+        if "permission denied" in message or "is a directory" in message:
+            return _CommandNotRunnable(message)
+        return cls(message)
+
+
+class _CommandNotFound(RunError):
+    exit_code = 127
+
+
+class _CommandNotRunnable(RunError):
+    exit_code = 126
 
 
 def _image_for(obj: CliContext, opts: CreateOptions, pull: str) -> ImageRecord:
