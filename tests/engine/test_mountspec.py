@@ -36,6 +36,12 @@ def test_volume_forms() -> None:
         "volume", "/var/lib/x", "data", read_only=True, volume_nocopy=True)
     assert parse_volume("/anon") == MountSpec("volume", "/anon")
     assert parse_volume("/src/../src2/:/a/./b/") == MountSpec("bind", "/a/b", "/src2")
+    for consistency in ("cached", "delegated", "consistent"):  # Docker Desktop's, ignored
+        assert parse_volume(f"/src:/dst:{consistency}") == MountSpec("bind", "/dst", "/src")
+        assert parse_volume(f"v1:/dst:ro,{consistency}") == MountSpec(
+            "volume", "/dst", "v1", read_only=True)
+        assert parse_mount(f"type=bind,src=/src,dst=/dst,consistency={consistency}") == \
+            MountSpec("bind", "/dst", "/src")
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -45,6 +51,7 @@ def test_volume_forms() -> None:
     ("/a:/b:ro:x", "invalid volume specification: '/a:/b:ro:x'"),
     ("/a:/b:ro,rw", "invalid mode: ro,rw"),
     ("/a:/b:bogus", "invalid mode: bogus"),
+    ("/a:/b:cached,delegated", "invalid mode: cached,delegated"),
     ("/a:/", "invalid specification: destination can't be '/'"),
     ("/a:/x/..", "invalid specification: destination can't be '/'"),
     ("relative", "invalid mount config for type \"volume\": invalid mount path: 'relative' "
@@ -87,6 +94,7 @@ def test_mount_forms() -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ("type=bind,src=/s,dst=/t,bogus", "invalid field 'bogus' must be a key=value pair"),
     ("type=bind,src=/s,dst=/t,color=red", "unexpected key 'color' in 'color=red'"),
+    ("type=bind,src=/s,dst=/t,consistency=weird", "invalid value for consistency: weird"),
     ("type=bind,src=/s", "target is required"),
     ("type=bind,dst=/t", 'invalid mount config for type "bind": field Source must not be '
                          "empty"),

@@ -152,6 +152,7 @@ def test_defaults(rootfs: str) -> None:
     assert "size=65536k" in mounts["/dev/shm"]["options"]
     assert "ro" in mounts["/sys"]["options"] and "ro" in mounts["/sys/fs/cgroup"]["options"]
     assert {"/dev/pts", "/dev/mqueue", "/proc", "/dev"} <= set(mounts)
+    assert mounts["/proc"]["options"] == ["nosuid", "noexec", "nodev"]  # moby's, not runc's
     assert linux["seccomp"] == sp.default_profile(DOCKER_DEFAULT_CAPS)
     assert spec_for(rootfs, no_new_privileges=True)["process"]["noNewPrivileges"] is True
 

@@ -28,7 +28,6 @@ from isobox.engine.options import (
     PortSpec,
     Resources,
     RestartPolicy,
-    Ulimit,
 )
 from isobox.errors import ConfigError
 
@@ -301,13 +300,14 @@ def _resources(hc: dict[str, Any]) -> Resources:
         if not isinstance(u, dict):
             raise _bad(where[:-1], "expected {Name, Soft, Hard}")
         spec = f"{_str(u, 'Name', where)}={_int(u, 'Soft', where)}:{_int(u, 'Hard', where)}"
-        ulimits.append(_checked(where[:-1], parse.parse_ulimit, spec))
+        ulimits.append(spec)
+        _checked(where[:-1], parse.parse_ulimit, spec)
     pids = hc.get("PidsLimit")
     return Resources(memory=memory, memory_swap=_int(hc, "MemorySwap", w), nano_cpus=nano,
                      cpu_shares=_int(hc, "CpuShares", w),
                      cpuset_cpus=_str(hc, "CpusetCpus", w),
                      pids_limit=_int(hc, "PidsLimit", w) if pids is not None else 0,
-                     ulimits=tuple[Ulimit, ...](ulimits))
+                     ulimits=parse.parse_ulimits(ulimits))
 
 
 def _devices(hc: dict[str, Any]) -> tuple[DeviceSpec, ...]:

@@ -35,10 +35,11 @@ def create(state: ApiState, ex: Exchange, params: dict[str, str]) -> None:
             image = engine.store.resolve(opts.image)
         except NotFoundError:
             raise NotFoundError(f"No such image: {opts.image}") from None
-        row = create_container(engine, opts, image=image)
+        warnings: list[str] = []
+        row = create_container(engine, opts, image=image, warn=warnings.append)
     if lifted:
         audit(row.id, lifted)
-    ex.send_json(201, {"Id": row.id, "Warnings": []})
+    ex.send_json(201, {"Id": row.id, "Warnings": warnings})
 
 
 @route("POST", "/containers/{id}/start")

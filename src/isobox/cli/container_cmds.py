@@ -79,7 +79,8 @@ def _create(obj: CliContext, kw: dict[str, Any]) -> tuple[Engine, str, CreateOpt
         opts = build_options(kw)
         engine = obj.engine
         image = _image_for(obj, opts, kw["pull"])
-        row = create_container(engine, opts, image=image)
+        row = create_container(engine, opts, image=image,
+                               warn=lambda text: click.echo(f"WARNING: {text}", err=True))
     except IsoboxError as e:
         raise RunError(str(e)) from None
     return engine, row.id, opts

@@ -117,7 +117,7 @@ def build_options(kw: dict[str, Any]) -> CreateOptions:
         nano_cpus=parse.parse_cpus(kw["cpus"]) if kw["cpus"] else 0,
         cpu_shares=kw["cpu_shares"], cpuset_cpus=kw["cpuset_cpus"],
         pids_limit=kw["pids_limit"],
-        ulimits=tuple(parse.parse_ulimit(u) for u in kw["ulimit"]))
+        ulimits=parse.parse_ulimits(kw["ulimit"]))
     health = parse.parse_healthcheck(kw["health_cmd"], kw["health_interval"],
                                      kw["health_timeout"], kw["health_retries"],
                                      kw["health_start_period"], kw["no_healthcheck"])

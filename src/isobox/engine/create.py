@@ -16,6 +16,8 @@ from isobox.engine.state import ContainerRow
 from isobox.errors import ConfigError, ConflictError, NotFoundError, SystemSetupError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from isobox.engine.engine import Engine
     from isobox.images.store import ImageRecord
 
@@ -38,13 +40,6 @@ def check_options(engine: Engine, opts: CreateOptions) -> None:
                           "--kernel and --initrd need --isolation vm")
     if opts.auto_remove and opts.restart.name not in ("", "no"):
         raise ConfigError("--restart", "Conflicting options: --restart and --rm")
-    if opts.network in ("host", "none") and (opts.ports or opts.publish_all):
-        raise ConfigError("--publish", f"published ports are discarded when using "
-                          f"{opts.network} network mode" if opts.network == "host" else
-                          "conflicting options: port publishing and the container type "
-                          "network mode")
-    if opts.network == "host" and opts.hostname:
-        raise ConfigError("--hostname", "conflicting options: hostname and the network mode")
     if opts.network not in PREDEFINED_NETWORKS:
         engine.networks.inspect(opts.network)  # NotFoundError names it
     if opts.network_aliases and opts.network in PREDEFINED_NETWORKS:
@@ -73,12 +68,18 @@ def _check_socket_room(engine: Engine) -> None:
                                "characters")
 
 
-def create_container(engine: Engine, opts: CreateOptions, *, image: ImageRecord | None = None
-                     ) -> ContainerRow:
+def create_container(engine: Engine, opts: CreateOptions, *, image: ImageRecord | None = None,
+                     warn: Callable[[str], None] | None = None) -> ContainerRow:
+    """``warn`` receives what Docker reports as a warning and goes on with (the CLI prints
+    it, the API returns it in ``Warnings``)."""
     image = image or engine.store.resolve(opts.image)
     _check_socket_room(engine)
     name = validate_name(opts.name) if opts.name else ""
     check_options(engine, opts)
+    if opts.network in ("host", "none") and (opts.ports or opts.publish_all):
+        if warn is not None:  # as docker and podman: run, without the ports
+            warn(f"Published ports are discarded when using {opts.network} network mode")
+        opts = replace(opts, ports=(), publish_all=False)
     cid = new_id()
     row = ContainerRow(id=cid, name=name or random_name(), image_id=image.id,
                        image_ref=opts.image, created=time.time(), options=asdict(opts),

@@ -24,6 +24,7 @@ DEFAULT_PROPAGATION = "rprivate"
 _LABELS = ("z", "Z")
 _ACCESS = ("ro", "rw")
 _COPY = ("nocopy",)
+_CONSISTENCY = ("consistent", "cached", "delegated")  # Docker Desktop's; no effect on Linux
 
 # runc's checkProcMount exceptions: file binds lxcfs makes over procfs files.
 PROC_BIND_EXCEPTIONS = frozenset(
@@ -137,7 +138,7 @@ def _valid_mode(mode: str) -> bool:
     """moby's ValidMountMode: at most one of each group, nothing unknown."""
     if not mode:
         return True
-    counts = {"access": 0, "label": 0, "prop": 0, "copy": 0}
+    counts = {"access": 0, "label": 0, "prop": 0, "copy": 0, "consistency": 0}
     for opt in mode.split(","):
         if opt in _ACCESS:
             counts["access"] += 1
@@ -147,6 +148,8 @@ def _valid_mode(mode: str) -> bool:
             counts["prop"] += 1
         elif opt in _COPY:
             counts["copy"] += 1
+        elif opt in _CONSISTENCY:
+            counts["consistency"] += 1
         else:
             return False
     return all(n <= 1 for n in counts.values())
@@ -263,6 +266,9 @@ def parse_mount(text: str) -> MountSpec:
         elif key == "volume-nocopy":
             nocopy = _parse_bool(key, val)
             volume_set = True
+        elif key == "consistency":  # accepted and ignored on Linux, as Docker
+            if val.lower() not in ("default", *_CONSISTENCY):
+                raise _err(f"invalid value for {key}: {val}")
         elif key == "tmpfs-size":
             try:
                 size = ram_in_bytes(val)

@@ -182,6 +182,12 @@ def _as_rlim(v: int) -> int:
     return RLIM_INFINITY_U64 if v == UNLIMITED else v
 
 
+def parse_ulimits(specs: Iterable[str]) -> tuple[Ulimit, ...]:
+    """Several ``--ulimit``: a name given twice keeps the last value, as Docker's map does."""
+    by_name = {u.name: u for u in map(parse_ulimit, specs)}
+    return tuple(by_name.values())
+
+
 def parse_ulimit(spec: str) -> Ulimit:
     """``nofile=1024[:2048]`` (soft[:hard]; -1 = unlimited)."""
     name, sep, values = spec.partition("=")

@@ -149,8 +149,9 @@ def image_volumes(image_config: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- capabilities
 
 def _cap_name(name: str) -> str:
+    """moby's NormalizeLegacyCapabilities: ``all`` in any case is ALL; ``cap_all`` is not."""
     upper = name.upper()
-    return upper if upper.startswith("CAP_") else f"CAP_{upper}"
+    return upper if upper == "ALL" or upper.startswith("CAP_") else f"CAP_{upper}"
 
 
 def _all_caps() -> list[str]:
@@ -180,17 +181,17 @@ def capability_set(options: CreateOptions) -> list[str]:
     adds = [_cap_name(c) for c in options.cap_add]
     drops = [_cap_name(c) for c in options.cap_drop]
     for cap in (*adds, *drops):
-        if cap != "CAP_ALL" and cap not in known:
+        if cap != "ALL" and cap not in known:
             raise ConfigError("--cap-add" if cap in adds else "--cap-drop",
                               f'unknown capability: "{cap}"')
     for cap in adds:
-        if cap != "CAP_ALL" and cap not in held and cap not in drops:
+        if cap != "ALL" and cap not in held and cap not in drops:
             raise ConfigError("--cap-add", f'capability "{cap}" is not available: the host '
                               "does not grant it to isobox")
-    if "CAP_ALL" in adds:
+    if "ALL" in adds:
         caps = [c for c in known if c not in drops and c in held]
-    elif "CAP_ALL" in drops:
-        caps = [c for c in adds if c != "CAP_ALL"]
+    elif "ALL" in drops:
+        caps = [c for c in adds if c != "ALL"]
     else:
         caps = [c for c in DOCKER_DEFAULT_CAPS if c not in drops] + adds
     return [c for c in known if c in set(caps)]  # dedup, kernel order
@@ -369,6 +370,8 @@ def _hostname(inputs: SpecInputs) -> str:
 def _mounts(inputs: SpecInputs, privileged: bool) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = default_spec()["mounts"]
     for m in mounts:
+        if m["destination"] == "/proc":  # moby's default spec (runc spec's has no options)
+            m["options"] = ["nosuid", "noexec", "nodev"]
         if privileged and m["destination"] in ("/sys", "/sys/fs/cgroup"):
             m["options"] = [o for o in m["options"] if o != "ro"] + ["rw"]
     if inputs.netns_path is None:  # sysfs needs a netns of its own: bind the host's
