@@ -3,8 +3,12 @@ than refuse, and defaults that must match Docker's, checked in real containers."
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from engine_helpers import Isobox
+
+from harness import unique_id
 
 pytestmark = pytest.mark.engine
 
@@ -52,3 +56,30 @@ def test_proc_is_nosuid_nodev_noexec(isobox: Isobox) -> None:
     out, _ = run(isobox, "busybox", "grep", "^proc /proc ", "/proc/mounts")
     options = out.split()[3].split(",")
     assert {"nosuid", "nodev", "noexec"} <= set(options)
+
+
+def test_a_missing_working_directory_is_made(isobox: Isobox) -> None:
+    """As Docker: `-w` names a directory the image lacks; it is made in the root."""
+    out, _ = run(isobox, "-w", "/new/dir", "busybox", "sh", "-c", "pwd; ls -ld /new/dir")
+    assert out.splitlines()[0] == "/new/dir" and out.splitlines()[1].startswith("drwxr-xr-x")
+    out, _ = run(isobox, "-u", "1000", "-w", "/made/for/user", "busybox", "pwd")
+    assert out == "/made/for/user\n"
+    p = isobox("run", "--rm", "-w", "/bin/sh/x", "busybox", "true", check=False)
+    assert p.returncode == 125 and "/bin/sh" in p.stderr and "not a directory" in p.stderr
+    assert isobox.ids() == []
+
+
+def test_the_working_directory_is_made_inside_the_root(isobox: Isobox) -> None:
+    """An image's symlink cannot lead the made directory out to the host."""
+    escape = f"/tmp/{unique_id('wd-escape')}"
+    name, image = unique_id("wdsrc"), f"{unique_id('wdimg')}:1"
+    isobox("run", "--name", name, "--network", "none", "busybox", "sh", "-c",
+           f"mkdir -p {escape} && ln -s /../../../../../..{escape} /evil")
+    isobox("commit", name, image)
+    try:
+        out, _ = run(isobox, "-w", "/evil/sub", image, "sh", "-c", f"pwd; ls {escape}")
+        assert out == f"{escape}/sub\nsub\n"  # made where the link leads, inside the root
+        assert not os.path.lexists(escape)
+    finally:
+        isobox("rm", name)
+        isobox("rmi", image)

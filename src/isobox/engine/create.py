@@ -102,6 +102,22 @@ def create_container(engine: Engine, opts: CreateOptions, *, image: ImageRecord 
     return row
 
 
+def _make_workdir(rootfs: str, cwd: str) -> None:
+    """Docker creates a working directory that the image lacks (``-w /new/dir``, or a
+    WORKDIR removed by a later layer), inside the root: a symlink cannot lead it out."""
+    from isobox.linux.safepath import mkdir_all
+
+    rootfd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.close(mkdir_all(rootfd, cwd))
+    except OSError as e:
+        reason = os.strerror(e.errno).lower() if e.errno else str(e)
+        raise ConfigError("--workdir", f"cannot make the working directory {cwd}: "
+                          f"{reason}") from None
+    finally:
+        os.close(rootfd)
+
+
 def _materialise(engine: Engine, row: ContainerRow, opts: CreateOptions,
                  image: ImageRecord) -> None:
     from isobox.engine.mountspec import oci_mounts
@@ -168,6 +184,8 @@ def _materialise(engine: Engine, row: ContainerRow, opts: CreateOptions,
         from isobox.engine.vm_disk import vm_annotations
 
         spec["annotations"] = vm_annotations(engine, cdir, opts)
+    else:
+        _make_workdir(snap.rootfs, str(spec["process"]["cwd"]))
     with open(os.path.join(cdir, "config.json.tmp"), "w") as f:
         f.write(json.dumps(spec))  # not dump(): that one is pure Python
     os.rename(os.path.join(cdir, "config.json.tmp"), os.path.join(cdir, "config.json"))
