@@ -61,6 +61,19 @@ def test_a_command_that_cannot_run_exits_126_or_127(isobox: Isobox, command: lis
     assert isobox.ids() == [] and leaks(isobox.root) == []
 
 
+def test_force_removal_of_what_is_not_there_is_no_error(isobox: Isobox) -> None:
+    """docker rm -f / rmi -f: a missing object is skipped silently (exit 0)."""
+    isobox("create", "--name", "present", "--network", "none", "busybox")
+    p = isobox("rm", "-f", "nosuch-ctr", "present", "nosuch-2", check=False)
+    assert (p.returncode, p.stdout, p.stderr) == (0, "present\n", "")
+    assert isobox.ids() == []
+    p = isobox("rm", "nosuch-ctr", check=False)
+    assert p.returncode == 1 and "No such container: nosuch-ctr" in p.stderr
+    assert isobox("rmi", "-f", "nosuch-image:1", check=False).returncode == 0
+    p = isobox("rmi", "nosuch-image:1", check=False)
+    assert p.returncode == 1 and "nosuch-image:1" in p.stderr
+
+
 def test_name_in_use(isobox: Isobox) -> None:
     isobox("create", "--name", "taken", "--network", "none", "busybox")
     p = isobox("create", "--name", "taken", "--network", "none", "busybox", check=False)

@@ -206,7 +206,8 @@ def rm(obj: CliContext, force: bool, volumes: bool, containers: tuple[str, ...])
     from isobox.engine.remove import remove_container
 
     engine = obj.engine
-    if for_each(containers, lambda c: remove_container(engine, c, force=force, volumes=volumes)):
+    if for_each(containers, lambda c: remove_container(engine, c, force=force, volumes=volumes),
+                missing_ok=force):
         raise click.exceptions.Exit(1)
 
 

@@ -160,13 +160,18 @@ def tag_alias(obj: CliContext, source: str, target: str) -> None:
 
 
 def _rm(obj: CliContext, names: tuple[str, ...], force: bool) -> None:
-    from isobox.errors import IsoboxError
+    from isobox.errors import IsoboxError, NotFoundError
 
     failed = []
     for n in names:
         try:
             for line in obj.store.remove(n, force=force):
                 click.echo(line)
+        except NotFoundError as e:
+            if force:  # as docker rmi -f: a missing image is no error
+                continue
+            click.echo(f"isobox: error: {e}", err=True)
+            failed.append(n)
         except IsoboxError as e:
             click.echo(f"isobox: error: {e}", err=True)
             failed.append(n)

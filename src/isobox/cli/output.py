@@ -9,15 +9,23 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
-def for_each(refs: Sequence[str], fn: Callable[[str], object], *, echo: bool = True) -> bool:
+def for_each(refs: Sequence[str], fn: Callable[[str], object], *, echo: bool = True,
+             missing_ok: bool = False) -> bool:
     """Docker's multi-object verbs (``rm A B``): go on after an error, print each name that
-    worked, report whether any failed (the command then exits 1)."""
-    from isobox.errors import IsoboxError
+    worked, report whether any failed (the command then exits 1). ``missing_ok``: an object
+    that does not exist is no failure and is not printed (``rm -f``, as docker's)."""
+    from isobox.errors import IsoboxError, NotFoundError
 
     failed = False
     for ref in refs:
         try:
             fn(ref)
+        except NotFoundError as e:
+            if missing_ok:
+                continue
+            sys.stderr.write(f"isobox: error: {e}\n")
+            failed = True
+            continue
         except IsoboxError as e:
             sys.stderr.write(f"isobox: error: {e}\n")
             failed = True

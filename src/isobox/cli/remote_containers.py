@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from isobox.engine.options import CreateOptions
 
 
-def _each(refs: tuple[str, ...], fn: Any, echo: bool = True) -> None:
-    if for_each(refs, fn, echo=echo):
+def _each(refs: tuple[str, ...], fn: Any, echo: bool = True, missing_ok: bool = False) -> None:
+    if for_each(refs, fn, echo=echo, missing_ok=missing_ok):
         raise click.exceptions.Exit(1)
 
 
@@ -128,7 +128,8 @@ def kill(obj: CliContext, signal: str, containers: tuple[str, ...]) -> None:
 
 @remote("rm")
 def rm(obj: CliContext, force: bool, volumes: bool, containers: tuple[str, ...]) -> None:
-    _each(containers, lambda c: obj.client.remove(c, force=force, volumes=volumes))
+    _each(containers, lambda c: obj.client.remove(c, force=force, volumes=volumes),
+          missing_ok=force)
 
 
 @remote("pause")

@@ -12,7 +12,7 @@ import click
 from isobox.cli.context import CliContext
 from isobox.cli.output import for_each
 from isobox.cli.remote import RemoteUnsupported, remote
-from isobox.errors import IsoboxError
+from isobox.errors import IsoboxError, NotFoundError
 
 
 def _each(refs: tuple[str, ...], fn: Any) -> None:
@@ -51,6 +51,8 @@ def rmi(obj: CliContext, force: bool, names: tuple[str, ...]) -> None:
                 for key, value in entry.items():
                     click.echo(f"{key}: {value}")
         except IsoboxError as e:
+            if force and isinstance(e, NotFoundError):
+                continue
             click.echo(f"isobox: error: {e}", err=True)
             failed = True
     if failed:
