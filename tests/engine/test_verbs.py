@@ -94,6 +94,29 @@ def test_listings_take_docker_format_templates(isobox: Isobox) -> None:
     assert "Traceback" not in bad.stderr
 
 
+def test_ps_filters_since_before_and_checks_them_first(isobox: Isobox) -> None:
+    first = isobox("create", "--network", "none", "busybox").stdout.strip()
+    middle = isobox("create", "--network", "none", "busybox").stdout.strip()
+    last = isobox("create", "--network", "none", "busybox").stdout.strip()
+
+    def ids(*args: str) -> list[str]:
+        return isobox("ps", "-a", "-q", "--no-trunc", *args).stdout.split()
+
+    assert ids("--filter", f"since={middle[:12]}") == [last]
+    assert ids("--filter", f"before={middle}") == [first]
+    assert ids("--filter", f"since={first}", "--filter", f"before={last}") == [middle]
+    # nothing runs, so nothing would be listed: the filters are still checked
+    for args, message in ((("--filter", "bogus=1"), "invalid filter 'bogus'"),
+                          (("--filter", "status=bogus"), "status: bogus"),
+                          (("--filter", "exited=abc"), "exited=abc"),
+                          (("--filter", "since=nosuch-ctr"), "nosuch-ctr"),
+                          (("--format", "{{"), "unclosed action")):
+        p = isobox("ps", *args, check=False)
+        assert p.returncode != 0 and message in p.stderr, (args, p.stderr)
+        assert "Traceback" not in p.stderr
+    isobox("rm", first, middle, last)
+
+
 def test_stats_and_top(isobox: Isobox) -> None:
     _, name = run_detached(isobox, "--memory", "32m",
                            cmd=("sh", "-c", "yes > /dev/null & exec sleep 30"))

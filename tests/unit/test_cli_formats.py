@@ -63,3 +63,9 @@ def test_render_template_values_print_as_go_does() -> None:
     assert render_template("{{.A.B}} {{.M}} {{json .M}} {{index .M \"y\"}}", doc) == \
         '[1 true <nil>] map[x:s y:2] {"y": 2, "x": "s"} 2'
     assert go_time(0) == "1970-01-01 00:00:00 +0000 UTC"
+
+
+@pytest.mark.parametrize("fmt", ["{{", "table {{.ID}", "{{range .X}}{{end}}", "{{.A .B}}"])
+def test_a_bad_template_fails_with_nothing_to_list(fmt: str) -> None:
+    with pytest.raises(ConfigError, match="--format"):
+        Listing(HEADERS, ["ID"]).print(fmt)

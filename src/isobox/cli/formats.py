@@ -96,6 +96,22 @@ def _parts(fmt: str) -> list[tuple[bool, str]]:
     return out
 
 
+def check_template(fmt: str, methods: Sequence[str] = ()) -> None:
+    """The template's syntax, checked before any object is rendered (so a bad template fails
+    even when nothing would be listed): closed actions of the supported forms."""
+    for is_action, text in _parts(fmt):
+        words = text.split()
+        if not is_action or not words:
+            continue
+        name = words[0]
+        if ((len(words) == 1 and (name == "." or name.startswith(".") or name.startswith('"')))
+                or (name in ("json", "upper", "lower") and len(words) == 2)
+                or (name == "index" and len(words) >= 3)
+                or (len(words) == 2 and name[1:] in methods and words[1].startswith('"'))):
+            continue
+        raise ConfigError("--format", f"template: unsupported action {{{{{text}}}}}")
+
+
 def render_template(fmt: str, obj: Any,
                     methods: Mapping[str, Callable[[str], str]] | None = None) -> str:
     """The subset of Go templates scripts use: ``{{.A.B}}``, ``{{json .A}}``,
@@ -149,6 +165,7 @@ class Listing:
             print_table([self.headers[f] for f in self.default],
                         [[go_value(row[f]) for f in self.default] for row in self.rows])
             return
+        check_template(fmt.removeprefix("table"), ("Label",))
         lines = [self._render(fmt.removeprefix("table"), i) for i in range(len(self.rows))]
         if not fmt.startswith("table"):
             for line in lines:

@@ -79,19 +79,40 @@ def _label_match(row: ContainerRow, text: str) -> bool:
     return key in labels and (not sep or labels[key] == value)
 
 
-def _health_state(row: ContainerRow, wanted: str) -> bool:
-    from isobox.engine.health import STATUSES, health_state
-
-    if wanted not in STATUSES:
-        raise ConfigError("--filter", f"Unrecognised filter value for health: {wanted}")
-    return health_state(row) == wanted
+STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
 
-def matches(engine: Engine, row: ContainerRow, filters: Iterable[tuple[str, str]]) -> bool:
-    """Docker's ``ps`` filters: every key must match one of its values."""
+def check_filters(engine: Engine, filters: Iterable[tuple[str, str]]
+                  ) -> dict[str, list[str]]:
+    """Docker's ``ps`` filters grouped by key, every key and value checked before any
+    container is looked at (so a bad filter fails even when nothing would be listed);
+    ``since``/``before`` become the creation time of the container they name."""
+    from isobox.engine.health import STATUSES as HEALTH
+
     by: dict[str, list[str]] = {}
     for k, v in filters:
+        if k not in FILTERS:
+            raise ConfigError("--filter", f"invalid filter '{k}'")
+        if k == "status" and v not in STATUSES:
+            raise ConfigError("--filter", f"Unrecognised filter value for status: {v}")
+        if k == "health" and v not in HEALTH:
+            raise ConfigError("--filter", f"Unrecognised filter value for health: {v}")
+        if k == "exited" and not v.lstrip("-").isdigit():
+            raise ConfigError("--filter", f"invalid filter 'exited={v}': not an exit code")
+        if k in ("since", "before"):
+            v = repr(engine.get(v).created)  # NotFoundError names it
         by.setdefault(k, []).append(v)
+    return by
+
+
+FILTERS = ("id", "name", "status", "ancestor", "exited", "label", "network", "health",
+           "isolation", "since", "before")
+
+
+def matches(engine: Engine, row: ContainerRow, by: dict[str, list[str]]) -> bool:
+    """Every key must match one of its values (filters from :func:`check_filters`)."""
+    from isobox.engine.health import health_state
+
     checks: dict[str, Callable[[str], bool]] = {
         "id": lambda v: row.id.startswith(v),
         "name": lambda v: v.lstrip("/") in row.name,
@@ -100,26 +121,22 @@ def matches(engine: Engine, row: ContainerRow, filters: Iterable[tuple[str, str]
         "exited": lambda v: engine.effective_status(row) == "exited" and str(row.exit_code) == v,
         "label": lambda v: _label_match(row, v),
         "network": lambda v: str(row.options.get("network")) == v,
-        "health": lambda v: _health_state(row, v),
+        "health": lambda v: health_state(row) == v,
         "isolation": lambda v: (row.options.get("isolation") or "container") == v,
+        "since": lambda v: row.created > float(v),
+        "before": lambda v: row.created < float(v),
     }
-    for key, values in by.items():
-        check = checks.get(key)
-        if check is None:
-            raise ConfigError("--filter", f"invalid filter '{key}'")
-        if not any(check(v) for v in values):
-            return False
-    return True
+    return all(any(checks[key](v) for v in values) for key, values in by.items())
 
 
 def list_containers(engine: Engine, *, all_: bool = False, last: int = -1,
                     filters: Iterable[tuple[str, str]] = ()) -> list[ContainerRow]:
     """``ps [-a] [-n N] [--filter …]``: newest first (the state store's order)."""
-    pairs = list(filters)
+    by = check_filters(engine, filters)
     rows = engine.list()
     if last >= 0:
         rows = rows[:last]
         all_ = True
     if not all_:
         rows = [r for r in rows if engine.effective_status(r) in ACTIVE]
-    return [r for r in rows if matches(engine, r, pairs)]
+    return [r for r in rows if matches(engine, r, by)]
