@@ -33,6 +33,10 @@ pytestmark = pytest.mark.engine
     (["-p", "99999:80", "busybox"], "invalid"),
     (["--dns", "notanip", "busybox"], "--dns: notanip is not an ip address"),
     (["--hostname", "h" * 65, "busybox"], "--hostname: invalid hostname"),
+    (["--cpuset-cpus", "1-0", "busybox"], "invalid value 1-0 for cpuset cpus"),
+    (["--pids-limit", "99999999999999999999", "busybox"], "--pids-limit"),
+    (["--memory", "99999999999999999999999", "busybox"], "value out of range"),
+    (["--cpus=", "busybox"], 'invalid argument "" for "--cpus"'),
 ])
 def test_bad_input_is_an_error_that_makes_nothing(isobox: Isobox, args: list[str],
                                                   message: str) -> None:

@@ -13,6 +13,8 @@ from isobox.engine.options import CreateOptions, Resources
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+INT64 = click.IntRange(-(1 << 63), (1 << 63) - 1)  # Docker's numbers are Go int64s
+
 
 def _multi(*names: str, help: str) -> Callable[[F], F]:
     return click.option(*names, multiple=True, metavar="TEXT", help=help)
@@ -44,12 +46,12 @@ CREATE_FLAGS: list[Callable[[F], F]] = [
     click.option("-m", "--memory", default="", help="Memory limit."),
     click.option("--memory-swap", default="", help="Swap limit equal to memory plus swap: -1 "
                  "to enable unlimited swap."),
-    click.option("--cpus", default="", help="Number of CPUs."),
-    click.option("-c", "--cpu-shares", type=int, default=0,
+    click.option("--cpus", default=None, help="Number of CPUs."),
+    click.option("-c", "--cpu-shares", type=INT64, default=0,
                  help="CPU shares (relative weight)."),
     click.option("--cpuset-cpus", default="",
                  help="CPUs in which to allow execution (0-3, 0,1)."),
-    click.option("--pids-limit", type=int, default=0,
+    click.option("--pids-limit", type=INT64, default=0,
                  help="Tune container pids limit (-1 for unlimited)."),
     _multi("--ulimit", help="Ulimit options."),
     click.option("--read-only", is_flag=True,
@@ -66,13 +68,13 @@ CREATE_FLAGS: list[Callable[[F], F]] = [
     click.option("--rm", "auto_remove", is_flag=True, help="Automatically remove the container "
                  "when it exits."),
     click.option("--stop-signal", default="", help="Signal to stop the container."),
-    click.option("--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a "
+    click.option("--stop-timeout", type=INT64, default=None, help="Timeout (in seconds) to stop a "
                  "container."),
     _multi("-l", "--label", help="Set meta data on a container."),
     click.option("--health-cmd", default="", help="Command to run to check health."),
     click.option("--health-interval", default="", help="Time between running the check."),
     click.option("--health-timeout", default="", help="Maximum time to allow one check to run."),
-    click.option("--health-retries", type=int, default=0, help="Consecutive failures needed to "
+    click.option("--health-retries", type=INT64, default=0, help="Consecutive failures needed to "
                  "report unhealthy."),
     click.option("--health-start-period", default="", help="Start period for the container to "
                  "initialize."),
@@ -114,7 +116,7 @@ def build_options(kw: dict[str, Any]) -> CreateOptions:
     resources = Resources(
         memory=memory,
         memory_swap=parse.parse_memory_swap(kw["memory_swap"]) if kw["memory_swap"] else 0,
-        nano_cpus=parse.parse_cpus(kw["cpus"]) if kw["cpus"] else 0,
+        nano_cpus=parse.parse_cpus(kw["cpus"]) if kw["cpus"] is not None else 0,
         cpu_shares=kw["cpu_shares"], cpuset_cpus=kw["cpuset_cpus"],
         pids_limit=kw["pids_limit"],
         ulimits=parse.parse_ulimits(kw["ulimit"]))

@@ -22,6 +22,9 @@ _SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kmgtp])?i?b?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
+INT64_MAX = (1 << 63) - 1  # Docker's numbers are Go int64s
+
+
 def parse_bytes(text: str, flag: str = "--memory") -> int:
     """go-units RAMInBytes: ``512m``, ``1.5g``, ``1024``, ``2GiB`` -> bytes (binary units)."""
     from fractions import Fraction  # (with decimal and numbers: 2-3 ms; only for a flag)
@@ -29,7 +32,10 @@ def parse_bytes(text: str, flag: str = "--memory") -> int:
     m = _SIZE.match(text.strip())
     if m is None or m.group(1).count(".") > 1:
         raise ConfigError(flag, f"invalid size: '{text}'")
-    return int(Fraction(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    size = int(Fraction(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    if size > INT64_MAX:
+        raise ConfigError(flag, f"invalid size: '{text}': value out of range")
+    return size
 
 
 def parse_memory_swap(text: str) -> int:

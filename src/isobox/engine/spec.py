@@ -208,6 +208,8 @@ def _cpuset(text: str) -> set[int]:
     cpus: set[int] = set()
     for part in text.split(","):
         lo, _, hi = part.partition("-")
+        if int(hi or lo) < int(lo):  # "1-0": no CPU at all, which the kernel refuses
+            raise ConfigError("--cpuset-cpus", f"invalid value {text} for cpuset cpus")
         cpus.update(range(int(lo), int(hi or lo) + 1))
     return cpus
 
