@@ -5,6 +5,7 @@ CLIs never corrupt the state."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import time
 import pytest
 from engine_helpers import Isobox, cgroup_parents, leaks
 
-from harness import wait_for
+from harness import unique_id, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -76,6 +77,26 @@ def test_force_removal_of_what_is_not_there_is_no_error(isobox: Isobox) -> None:
     assert isobox("rmi", "-f", "nosuch-image:1", check=False).returncode == 0
     p = isobox("rmi", "nosuch-image:1", check=False)
     assert p.returncode == 1 and "nosuch-image:1" in p.stderr
+
+
+def test_inspect_prints_what_it_found_and_fails_for_the_rest(isobox: Isobox) -> None:
+    vol = unique_id("iv")
+    isobox("volume", "create", vol)
+    try:
+        for kind, name in (("volume", vol), ("network", "bridge")):
+            p = isobox(kind, "inspect", name, "nosuch-x", check=False)
+            assert p.returncode == 1 and "nosuch-x" in p.stderr, p.stderr
+            assert [d["Name"] for d in json.loads(p.stdout)] == [name]
+    finally:
+        isobox("volume", "rm", vol)
+
+
+def test_a_network_has_one_subnet(isobox: Isobox) -> None:
+    name = unique_id("two")
+    p = isobox("network", "create", "--subnet", "10.241.0.0/24", "--subnet", "10.242.0.0/24",
+               name, check=False)
+    assert p.returncode == 125 and "a network has one subnet here" in p.stderr
+    assert name not in isobox("network", "ls").stdout
 
 
 def test_name_in_use(isobox: Isobox) -> None:

@@ -200,6 +200,11 @@ def test_network_create_errors(nm: NetworkManager) -> None:
         nm.create("bad", subnet="10.0.0.0/33")
     with pytest.raises(ConfigError, match="invalid CIDR address: nonsense"):
         nm.create("bad", subnet="nonsense")
+    for special, what in (("127.0.0.0/24", "loopback"), ("169.254.0.0/24", "link-local"),
+                          ("224.1.0.0/16", "multicast"), ("0.0.0.0/0", "this-network")):
+        with pytest.raises(ConfigError, match=f"overlaps the {what} range"):
+            nm.create("bad", subnet=special)
+    assert "bad" not in {n.name for n in nm.list()}
     nm.create("n1", subnet="10.232.0.0/16")
     with pytest.raises(ConflictError, match=r"10\.232\.5\.0/24 of network n2 overlaps "
                                             r"subnet 10\.232\.0\.0/16 of network n1"):

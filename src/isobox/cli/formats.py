@@ -132,6 +132,24 @@ def _header(fmt: str, headers: Mapping[str, str]) -> str:
     return "".join(out)
 
 
+def inspect_each(names: Sequence[str], fetch: Callable[[str], Any], fmt: str) -> None:
+    """``volume inspect A B``: the documents found are printed, an error said for each name
+    not found, and the command exits 1 if any was not (as docker's)."""
+    from isobox.errors import NotFoundError
+
+    found = []
+    failed = False
+    for name in names:
+        try:
+            found.append(fetch(name))
+        except NotFoundError as e:
+            click.echo(f"isobox: error: {e}", err=True)
+            failed = True
+    print_objects(found, fmt)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
 def print_objects(objs: list[Any], fmt: str) -> None:
     """``inspect``'s output: the documents as one JSON array, or each as ``--format`` says."""
     if not fmt:

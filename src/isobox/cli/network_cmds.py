@@ -11,6 +11,15 @@ from isobox.cli.output import for_each
 pass_ctx = click.make_pass_decorator(CliContext)
 
 
+def one_value(param: click.Parameter, values: tuple[str, ...]) -> str:
+    """The one ``--subnet``/``--gateway`` a network has here: given twice, Docker would make
+    a network with two subnets; refusing says so rather than keeping only the last."""
+    if len(values) > 1:
+        raise click.BadParameter(f"{', '.join(values)}: a network has one subnet here",
+                                 param=param)
+    return values[0] if values else ""
+
+
 @cli.group()
 def network() -> None:
     """Manage networks."""
@@ -18,8 +27,10 @@ def network() -> None:
 
 @network.command(name="create")
 @click.option("-d", "--driver", default="bridge", show_default=True)
-@click.option("--subnet", default="", help="Subnet in CIDR format.")
-@click.option("--gateway", default="", help="IPv4 gateway for the subnet.")
+@click.option("--subnet", multiple=True, callback=lambda _c, p, v: one_value(p, v),
+              help="Subnet in CIDR format.")
+@click.option("--gateway", multiple=True, callback=lambda _c, p, v: one_value(p, v),
+              help="IPv4 gateway for the subnet.")
 @click.option("--internal", is_flag=True, help="Restrict external access to the network.")
 @click.option("--label", multiple=True, help="Set metadata on a network.")
 @click.argument("name")
@@ -62,10 +73,10 @@ def network_ls(obj: CliContext, quiet: bool, fmt: str, no_trunc: bool,
 @pass_ctx
 def network_inspect(obj: CliContext, fmt: str, networks: tuple[str, ...]) -> None:
     """Display detailed information on one or more networks."""
-    from isobox.cli.formats import print_objects
+    from isobox.cli.formats import inspect_each
     from isobox.engine.networks import network_doc
 
-    print_objects([network_doc(obj.engine.networks.inspect(n)) for n in networks], fmt)
+    inspect_each(networks, lambda n: network_doc(obj.engine.networks.inspect(n)), fmt)
 
 
 @network.command(name="rm")

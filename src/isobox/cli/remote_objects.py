@@ -136,9 +136,9 @@ def network_ls(obj: CliContext, quiet: bool, fmt: str, no_trunc: bool,
 
 @remote("network inspect")
 def network_inspect(obj: CliContext, fmt: str, networks: tuple[str, ...]) -> None:
-    from isobox.cli.formats import print_objects
+    from isobox.cli.formats import inspect_each
 
-    print_objects([obj.client.network_inspect(n) for n in networks], fmt)
+    inspect_each(networks, obj.client.network_inspect, fmt)
 
 
 @remote("network rm")
@@ -168,9 +168,9 @@ def volume_ls(obj: CliContext, quiet: bool, fmt: str, filters: tuple[str, ...]) 
 
 @remote("volume inspect")
 def volume_inspect(obj: CliContext, fmt: str, names: tuple[str, ...]) -> None:
-    from isobox.cli.formats import print_objects
+    from isobox.cli.formats import inspect_each
 
-    print_objects([obj.client.volume_inspect(n) for n in names], fmt)
+    inspect_each(names, obj.client.volume_inspect, fmt)
 
 
 @remote("volume rm")

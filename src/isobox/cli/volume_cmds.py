@@ -69,9 +69,9 @@ def volume_ls(obj: CliContext, quiet: bool, fmt: str, filters: tuple[str, ...]) 
 @pass_ctx
 def volume_inspect(obj: CliContext, fmt: str, names: tuple[str, ...]) -> None:
     """Display detailed information on one or more volumes."""
-    from isobox.cli.formats import print_objects
+    from isobox.cli.formats import inspect_each
 
-    print_objects([obj.engine.volumes.inspect(n) for n in names], fmt)
+    inspect_each(names, obj.engine.volumes.inspect, fmt)
 
 
 @volume.command(name="rm")

@@ -72,6 +72,22 @@ def overlaps(a: Subnet, b: Subnet) -> bool:
     return a[0] & mask(plen) == b[0] & mask(plen)
 
 
+#: Ranges a bridge must not take: its address would shadow the host's own (loopback) or
+#: special-purpose addresses (RFC 6890).
+RESERVED = (("0.0.0.0/8", "this-network"), ("127.0.0.0/8", "loopback"),
+            ("169.254.0.0/16", "link-local"), ("224.0.0.0/4", "multicast"),
+            ("240.0.0.0/4", "reserved"))
+
+
+def check_usable(net: Subnet, where: str = "subnet") -> None:
+    """A subnet asked for by name may be any private or public range, as Docker's, but not
+    a special-purpose one."""
+    for text, what in RESERVED:
+        if overlaps(net, parse_cidr(text)):
+            raise ConfigError(where, f"subnet {format_subnet(net)} overlaps the {what} "
+                              f"range {text}")
+
+
 def candidate_subnets(default: bool) -> Iterator[Subnet]:
     """Podman's order: 10.88.0.0/16 for the default network, then 10.89-10.255 /16, then
     172.16-172.31 /16 and 192.168.x.0/24."""

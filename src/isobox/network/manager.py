@@ -119,6 +119,7 @@ class NetworkManager:
                 raise ConflictError(f"network with name {name} already exists")
             if subnet:
                 net = ipam.parse_cidr(subnet)
+                ipam.check_usable(net)
                 for other, d in st["networks"].items():
                     if d["subnet"] and ipam.overlaps(net, ipam.parse_cidr(d["subnet"])):
                         raise ConflictError(
