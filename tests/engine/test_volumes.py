@@ -291,10 +291,12 @@ def test_copy_up_only_first_use(store: VolumeStore, rootfs: Path) -> None:
     open(os.path.join(w.mountpoint, "mine"), "w").close()
     store.copy_up("full", str(rootfs), "/etc")
     assert os.listdir(w.mountpoint) == ["mine"] and store.get("full").initialized
-    # a missing image path copies nothing and counts as the first use
+    # a missing image path copies nothing and is no first use: a later image fills it
     m = store.create("missing")
     store.copy_up("missing", str(rootfs), "/not/there")
-    assert os.listdir(m.mountpoint) == [] and store.get("missing").initialized
+    assert os.listdir(m.mountpoint) == [] and not store.get("missing").initialized
+    store.copy_up("missing", str(rootfs), "/etc")
+    assert os.listdir(m.mountpoint) != [] and store.get("missing").initialized
     # nocopy mounts record first use without copying
     n = store.create("nocopy")
     store.mark_initialized("nocopy")

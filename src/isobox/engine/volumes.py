@@ -264,8 +264,9 @@ class VolumeStore:
     def copy_up(self, name: str, image_rootfs: str, path_in_image: str) -> None:
         """Fill the volume from ``path_in_image`` of the image, the first time it is used and
         only if it is empty. The path is resolved inside ``image_rootfs``; a missing path
-        copies nothing; a path that is not a directory, or cannot be resolved, fails and
-        leaves the volume as it was."""
+        copies nothing and is no first use (as podman: a later container's image may fill
+        it); a path that is not a directory, or cannot be resolved, fails and leaves the
+        volume as it was."""
         self.get(name)
         vol = self._vol_dir(name)
         with self._vol_lock(name):
@@ -276,15 +277,17 @@ class VolumeStore:
                 return
             data_fd = os.open(self.data_path(name), _NOFOLLOW_DIR)
             try:
-                if not os.listdir(data_fd):
-                    self._copy_from_image(data_fd, image_rootfs, path_in_image, name)
+                used = bool(os.listdir(data_fd)) or self._copy_from_image(
+                    data_fd, image_rootfs, path_in_image, name)
             finally:
                 os.close(data_fd)
-            meta["Initialized"] = True
-            self._write_meta(vol, meta)
+            if used:  # an image without that path leaves the volume to a later first use
+                meta["Initialized"] = True
+                self._write_meta(vol, meta)
 
     def _copy_from_image(self, data_fd: int, image_rootfs: str, path_in_image: str,
-                         name: str) -> None:
+                         name: str) -> bool:
+        """Whether the image had a directory there (then copied, even if empty)."""
         where = f"volume {name}: copy-up of {path_in_image} from the image"
         rootfd = os.open(image_rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -292,7 +295,7 @@ class VolumeStore:
                 src_fd = safepath.open_in_root(rootfd, path_in_image,
                                                os.O_RDONLY | os.O_DIRECTORY)
             except FileNotFoundError:
-                return                       # nothing in the image there: nothing to copy
+                return False                 # nothing in the image there: nothing to copy
             except NotADirectoryError:
                 raise ConfigError("", f"{where}: not a directory in the image") from None
             except OSError as e:
@@ -311,6 +314,7 @@ class VolumeStore:
                 raise
         finally:
             os.close(src_fd)
+        return True
 
 
 def _empty_dir(dir_fd: int) -> None:
