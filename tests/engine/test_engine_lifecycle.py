@@ -197,3 +197,48 @@ def test_system_boot_restarts_per_policy(isobox: Isobox) -> None:
     assert isobox.record("keep")["status"] == "running"
     assert isobox.record("plain")["status"] == "exited"
     assert isobox.record("stopped")["status"] == "exited"
+
+
+@pytest.mark.parametrize("verb", [("kill",), ("stop", "-t", "1"), ("rm", "-f")])
+def test_a_paused_container_can_be_killed_stopped_and_removed(isobox: Isobox,
+                                                              verb: tuple[str, ...]) -> None:
+    """As Docker's killWithSignal: signal, then unpause, so the signal is acted on."""
+    name = f"paused-{verb[0]}"
+    isobox("run", "-d", "--name", name, "--network", "none", "busybox", "sleep", "300")
+    pid = isobox.record(name)["pid"]
+    isobox("pause", name)
+    p = isobox(*verb, name, check=False)
+    assert p.returncode == 0, p.stderr
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the paused process killed")
+    if verb[0] == "rm":
+        assert isobox.ids() == []
+        return
+    wait_for(lambda: isobox.record(name)["status"] == "exited", what="exit recorded")
+    assert isobox.record(name)["exit_code"] == 137
+    isobox("rm", name)
+
+
+def test_rm_force_of_a_running_container_is_a_kill_to_waiters(isobox: Isobox) -> None:
+    """A `wait` on a container removed with rm -f gets 137, and `events` the kill and die."""
+    isobox("run", "-d", "--name", "doomed", "--network", "none", "busybox", "sleep", "300")
+    cid = isobox.record("doomed")["id"]
+    waiter = subprocess.Popen([isobox.binary(), "wait", "doomed"], env=isobox.env,
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    isobox("rm", "-f", "doomed")
+    assert waiter.communicate(timeout=30)[0] == "137\n"
+    events = isobox("events", "--since", "1m", "--until", "0s", "--filter",
+                    f"container={cid}", "--format", "{{.Action}}").stdout.split()
+    assert events[-3:] == ["kill", "die", "destroy"]
+
+
+def test_stop_with_a_negative_timeout_waits_without_a_kill(isobox: Isobox) -> None:
+    isobox("run", "-d", "--name", "patient", "--network", "none", "busybox", "sh", "-c",
+           "trap 'sleep 2; exit 7' TERM; while :; do sleep 0.1; done")
+    time.sleep(0.3)
+    t = time.monotonic()
+    isobox("stop", "-t", "-1", "patient")
+    assert time.monotonic() - t >= 1.5
+    rec = isobox.record("patient")
+    assert (rec["status"], rec["exit_code"]) == ("exited", 7)
+    isobox("rm", "patient")

@@ -30,10 +30,14 @@ def remove_container(engine: Engine, ref: str, *, force: bool = False,
                              if row.status == "restarting" else row.status)
             kill_locked(engine, row, "KILL")
             wait_exit(engine, row, 10.0)
-            from isobox.engine.exits import end_monitor, teardown
+            from isobox.engine.exits import end_monitor, exit_status, teardown
 
             end_monitor(engine, row)  # its exit hook would only find the record gone
-
+            # as Docker's rm -f (a kill): a `wait` meanwhile gets 137, `events` the die
+            code = (exit_status(engine, row) or (137, False))[0]
+            engine.db.update(row.id, exit_code=code)
+            engine.event(row, "kill", signal="9")
+            engine.event(row, "die", exitCode=str(code))
             teardown(engine, row)
         elif row.status == "creating" and not force and pid_alive(row.creator_pid):
             raise ConflictError(f"container {row.name} is being created")

@@ -30,12 +30,12 @@ def stop_signal(row: ContainerRow) -> int:
     return signal_number(name)
 
 
-def wait_exit(engine: Engine, row: ContainerRow, timeout: float) -> bool:
+def wait_exit(engine: Engine, row: ContainerRow, timeout: float | None) -> bool:
     """Wait until the container's process has ended and its monitor has recorded the exit
-    (or the monitor is gone). True when it has, False on timeout."""
+    (or the monitor is gone). True when it has, False on timeout (None: no timeout)."""
     from isobox.engine.exits import exit_recorded
 
-    deadline = time.monotonic() + max(timeout, 0)
+    deadline = None if timeout is None else time.monotonic() + max(timeout, 0)
     if row.pid > 0:
         try:
             pfd = os.pidfd_open(row.pid)
@@ -43,13 +43,14 @@ def wait_exit(engine: Engine, row: ContainerRow, timeout: float) -> bool:
             pfd = -1
         if pfd >= 0:
             try:
-                if not select.select([pfd], [], [], max(timeout, 0))[0]:
+                if not select.select([pfd], [], [], None if timeout is None
+                                     else max(timeout, 0))[0]:
                     return False
             finally:
                 os.close(pfd)
     delay = 0.002
     while not exit_recorded(engine, row):
-        if time.monotonic() >= deadline:
+        if deadline is not None and time.monotonic() >= deadline:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
@@ -57,10 +58,19 @@ def wait_exit(engine: Engine, row: ContainerRow, timeout: float) -> bool:
 
 
 def kill_locked(engine: Engine, row: ContainerRow, sig: int | str) -> None:
+    """Signal the container; a paused one is then resumed (as Docker's killWithSignal), so
+    the signal is acted on. SIGKILL thaws the cgroup itself: the resume may find nothing to
+    resume, which is no error."""
+    from isobox.errors import IsoboxError
+
     rt = engine.runtime(row)
-    if row.status == "paused":
+    if engine.reload(row.id).status == "paused":
         rt.kill(row.id, sig, all_=True)
-        rt.resume(row.id)
+        try:
+            rt.resume(row.id)
+        except IsoboxError:
+            pass
+        engine.db.update(row.id, status="running")
         return
     rt.kill(row.id, sig, all_=sig in ("KILL", 9))
 
@@ -83,10 +93,13 @@ def stop_container(engine: Engine, ref: str, timeout: int | None = None,
         sig = signal_number(signal) if signal else stop_signal(row)
         if grace != 0:
             kill_locked(engine, row, sig)
-        if grace < 0 or grace == 0 or not wait_exit(engine, row, grace):
-            if grace >= 0:
+    # The grace period is waited out unlocked: a `kill` meanwhile is not held up by it.
+    # A negative timeout waits for as long as it takes, as Docker's.
+    if grace == 0 or not wait_exit(engine, row, grace if grace > 0 else None):
+        with engine.locked(row.id) as row:
+            if row.status in ("running", "paused"):
                 kill_locked(engine, row, "KILL")
-            wait_exit(engine, row, 30.0)
+        wait_exit(engine, row, 30.0)
     handle_exit(engine, row.id, restart_allowed=False)
     engine.event(row, "stop")
     return engine.db.get(row.id) or row
