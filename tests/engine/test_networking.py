@@ -3,13 +3,19 @@ networks where containers reach each other by name, and cleanup on stop."""
 
 from __future__ import annotations
 
+import json
+import os
+import random
 import socket
+import sqlite3
 import subprocess
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from engine_helpers import NET_PREFIX, Isobox
 
-from harness import wait_for
+from harness import unique_id, wait_for
 
 pytestmark = [pytest.mark.engine, pytest.mark.net]
 
@@ -106,3 +112,145 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# -- network connect / disconnect, own names, per-network aliases ------------------------
+# Subnets of their own per run: other runs (other roots, other prefixes) may be up at once.
+_Y = random.SystemRandom().randrange(1, 250)
+
+
+@pytest.fixture
+def nets(isobox: Isobox) -> Iterator[list[str]]:
+    """Two user networks (10.234.Y.0/24, 10.235.Y.0/24); every container goes after."""
+    names = [unique_id("net"), unique_id("net")]
+    isobox("network", "create", "--subnet", f"10.234.{_Y}.0/24", names[0])
+    isobox("network", "create", "--subnet", f"10.235.{_Y}.0/24", names[1])
+    try:
+        yield names
+    finally:
+        isobox.remove_all_containers()
+        for n in names:
+            isobox("network", "rm", n, check=False)
+
+
+def _networks(isobox: Isobox, name: str) -> dict[str, Any]:
+    doc = json.loads(isobox("inspect", name).stdout)[0]
+    return dict(doc["NetworkSettings"]["Networks"])
+
+
+def _resolves(isobox: Isobox, container: str, target: str) -> bool:
+    p = isobox("exec", container, "ping", "-c", "1", "-W", "2", target, check=False)
+    return p.returncode == 0
+
+
+def _links(isobox: Isobox, name: str) -> list[str]:
+    out = isobox("exec", name, "ip", "-o", "link").stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+def test_disconnect_from_the_last_network_keeps_a_namespace(isobox: Isobox,
+                                                            nets: list[str]) -> None:
+    """Docker keeps the sandbox: the container runs with only lo, starts again, and can be
+    connected again, running or stopped. Its own /etc/hosts forgets the peers it left
+    (before the fix: mode "none", start failed on the missing netns, connect refused)."""
+    net = nets[0]
+    a, peer = unique_id("a"), unique_id("peer")
+    isobox("run", "-d", "--name", peer, "--network", net, "busybox", "sleep", "300")
+    isobox("run", "-d", "--name", a, "--network", net, "busybox", "sleep", "300")
+    assert peer in isobox("exec", a, "cat", "/etc/hosts").stdout
+    isobox("network", "disconnect", net, a)
+    assert _links(isobox, a) == ["lo"]
+    assert peer not in isobox("exec", a, "cat", "/etc/hosts").stdout
+    assert a not in isobox("exec", peer, "cat", "/etc/hosts").stdout
+    assert _networks(isobox, a) == {}
+    assert isobox("inspect", "-f", "{{.HostConfig.NetworkMode}}", a).stdout.strip() == net
+    isobox("stop", "-t", "0", a)
+    isobox("start", a)
+    assert _links(isobox, a) == ["lo"]
+    isobox("network", "connect", net, a)  # running
+    assert _resolves(isobox, a, peer) and _resolves(isobox, peer, a)
+    isobox("network", "disconnect", net, a)
+    isobox("stop", "-t", "0", a)
+    isobox("network", "connect", net, a)  # stopped: at the next start
+    assert list(_networks(isobox, a)) == [net]
+    isobox("start", a)
+    assert _resolves(isobox, a, peer) and _resolves(isobox, peer, a)
+
+
+def test_container_resolves_its_own_name_and_aliases(isobox: Isobox,
+                                                     nets: list[str]) -> None:
+    """Its own /etc/hosts line carries its hostname, name and aliases (before the fix: only
+    the hostname, so `ping <own name>` said bad address)."""
+    name = unique_id("self")
+    isobox("run", "-d", "--name", name, "--network", nets[0], "--network-alias", "selfalias",
+           "busybox", "sleep", "300")
+    for target in (name, "selfalias"):
+        assert _resolves(isobox, name, target), target
+    isobox("network", "connect", "--alias", "otheralias", nets[1], name)
+    out = isobox("exec", name, "ping", "-c", "1", "-W", "2", "otheralias").stdout
+    assert f"(10.235.{_Y}." in out, out  # its address on that network
+
+
+def test_connect_alias_is_kept_per_network(isobox: Isobox, nets: list[str]) -> None:
+    """`network connect --alias` is stored with that network: it survives a restart, one
+    given while stopped is applied at start, and inspect shows each network's own aliases
+    (before the fix: lost on restart, never applied when stopped, --network-alias shown
+    for every network)."""
+    net1, net2 = nets
+    x, p1, p2 = unique_id("x"), unique_id("p"), unique_id("p")
+    isobox("run", "-d", "--name", x, "--network", net1, "--network-alias", "primaryalias",
+           "busybox", "sleep", "300")
+    isobox("run", "-d", "--name", p1, "--network", net1, "busybox", "sleep", "300")
+    isobox("run", "-d", "--name", p2, "--network", net2, "busybox", "sleep", "300")
+    isobox("network", "connect", "--alias", "myalias", net2, x)
+    assert _resolves(isobox, p2, "myalias")
+    isobox("restart", "-t", "0", x)
+    assert _resolves(isobox, p2, "myalias")
+    assert not _resolves(isobox, p2, "primaryalias")
+    found = _networks(isobox, x)
+    assert found[net1]["Aliases"] == ["primaryalias"]
+    assert found[net2]["Aliases"] == ["myalias"]
+    assert "myalias" in found[net2]["DNSNames"]
+    isobox("network", "disconnect", net2, x)
+    isobox("stop", "-t", "0", x)
+    isobox("network", "connect", "--alias", "stopalias", net2, x)
+    assert _networks(isobox, x)[net2]["Aliases"] == ["stopalias"]
+    isobox("start", x)
+    assert _resolves(isobox, p2, "stopalias") and _resolves(isobox, p1, "primaryalias")
+    assert not _resolves(isobox, p2, "myalias")
+
+
+def test_connect_alias_on_the_default_bridge_is_refused(isobox: Isobox,
+                                                        nets: list[str]) -> None:
+    name = unique_id("c")
+    isobox("run", "-d", "--name", name, "--network", nets[0], "busybox", "sleep", "300")
+    p = isobox("network", "connect", "--alias", "nope", "bridge", name, check=False)
+    assert p.returncode != 0 and "alias" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert list(_networks(isobox, name)) == [nets[0]]
+
+
+def test_record_without_per_network_aliases_still_starts(isobox: Isobox,
+                                                          nets: list[str]) -> None:
+    """A record written before per-network aliases (``extra_networks``, no
+    ``network_endpoints``) still starts on all its networks and inspects."""
+    net1, net2 = nets
+    name, peer = unique_id("old"), unique_id("p")
+    isobox("create", "--name", name, "--network", net1, "--network-alias", "oldalias",
+           "busybox", "sleep", "300")
+    isobox("run", "-d", "--name", peer, "--network", net2, "busybox", "sleep", "300")
+    cid = isobox.record(name)["id"]
+    options = isobox.record(name)["options"]
+    options.pop("network_endpoints", None)
+    options["extra_networks"] = [net2]
+    conn = sqlite3.connect(os.path.join(isobox.root, "containers.db"))
+    try:
+        with conn:
+            conn.execute("UPDATE containers SET options=? WHERE id=?",
+                         (json.dumps(options), cid))
+    finally:
+        conn.close()
+    assert set(_networks(isobox, name)) == {net1, net2}
+    isobox("start", name)
+    assert _resolves(isobox, peer, name) and _resolves(isobox, name, "oldalias")
+    assert _networks(isobox, name)[net1]["Aliases"] == ["oldalias"]

@@ -35,9 +35,12 @@ def write_in_place(path: str, text: str) -> None:
         os.close(fd)
 
 
-def hosts_text(*, hostname: str, ip: str = "", add_hosts: Iterable[tuple[str, str]] = (),
+def hosts_text(*, hostname: str, ip: str = "", names: Iterable[str] = (),
+               add_hosts: Iterable[tuple[str, str]] = (),
                peers: Iterable[tuple[str, Iterable[str]]] = (), host_network: bool = False
                ) -> str:
+    """``ip`` (the container's own address) gets the last line: ``hostname`` and ``names``
+    (its name and aliases); ``peers`` are (address, names) lines before it."""
     if host_network:
         try:
             with open("/etc/hosts") as f:
@@ -49,10 +52,10 @@ def hosts_text(*, hostname: str, ip: str = "", add_hosts: Iterable[tuple[str, st
         lines = [HOSTS_HEADER.rstrip("\n")]
     for name, addr in add_hosts:
         lines.append(f"{addr}\t{name}")
-    for addr, names in peers:
-        lines.append(f"{addr}\t{' '.join(names)}")
+    for addr, peer_names in peers:
+        lines.append(f"{addr}\t{' '.join(peer_names)}")
     if ip and not host_network:
-        lines.append(f"{ip}\t{hostname}")
+        lines.append(f"{ip}\t{' '.join(dict.fromkeys([hostname, *names]))}")
     return "\n".join(lines) + "\n"
 
 

@@ -211,10 +211,10 @@ def release_all(engine: Engine, row: ContainerRow) -> None:
         end_monitor(engine, replace(row, monitor_pid=pid, epoch=engine.layout.epoch()))
     network = dict(row.network or {})
     if not network.get("mode") and os.path.lexists(engine.layout.netns_path(row.id)):
+        from isobox.engine.networking import endpoint_configs
+
         mode = str(row.options.get("network") or "bridge")
-        network = {"mode": mode, "endpoints": {n: {} for n in
-                                               [mode, *(row.options.get("extra_networks")
-                                                        or [])]}}
+        network = {"mode": mode, "endpoints": {n: {} for n in endpoint_configs(row.options)}}
     teardown(engine, replace(row, network=network))
 
 

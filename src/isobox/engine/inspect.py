@@ -262,13 +262,19 @@ def _network_settings(engine: Engine, row: ContainerRow) -> dict[str, Any]:
             assert bindings is not None
             bindings.append({"HostIp": str(p.get("host_ip") or "0.0.0.0"),
                              "HostPort": str(p.get("host_port") or "")})
+    from isobox.engine.networking import endpoint_configs
+
+    configs = endpoint_configs(row.options)
     networks: dict[str, Any] = {}
-    names = list(endpoints) or ([mode] if mode not in ("none",) else ["none"])
+    # running: what it joined; else what it will join (on none at all: Docker's {})
+    joined = list(endpoints) if running else list(configs)
+    names = [mode] if mode in ("host", "none") else joined
     for name in names:
         ep = endpoints.get(name) or {}
+        aliases = configs.get(name) or []
         networks[name] = {
             "IPAMConfig": None, "Links": None,
-            "Aliases": list(row.options.get("network_aliases") or []) or None,
+            "Aliases": list(aliases) or None,
             "MacAddress": str(ep.get("mac") or ""),
             "NetworkID": _network_id(engine, name),
             "EndpointID": (row.id + name)[:64] if ep else "",
@@ -276,7 +282,8 @@ def _network_settings(engine: Engine, row: ContainerRow) -> dict[str, Any]:
             "IPAddress": str(ep.get("ip") or ""),
             "IPPrefixLen": int(ep.get("prefixlen") or 0),
             "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "DNSNames": [row.name, row.id[:12]] if ep and name != "bridge" else None,
+            "DNSNames": list(dict.fromkeys([row.name, *aliases, row.id[:12]]))
+            if ep and name != "bridge" else None,
         }
     first: dict[str, Any] = next(iter(endpoints.values()), {}) if endpoints else {}
     sandbox = str(net.get("netns") or "") if running else ""

@@ -1,6 +1,13 @@
 """``network connect``/``disconnect`` of containers: a running container joins or leaves a
 user-defined network at once (a new veth in its namespace); a stopped one has the change
-recorded and applied at its next start, as Docker does."""
+recorded and applied at its next start, as Docker does.
+
+A container's record keeps its network mode (``options["network"]``, Docker's
+``HostConfig.NetworkMode``) apart from the networks it is attached to
+(``options["network_endpoints"]``: network name → its aliases on that network, in the
+order they are joined). Leaving the last network keeps the mode and the namespace: the
+container runs with only ``lo`` and can be connected again, as Docker keeps the sandbox.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,27 @@ if TYPE_CHECKING:
 PREDEFINED = ("bridge", "host", "none")
 
 
+def endpoint_configs(options: dict[str, Any]) -> dict[str, list[str]]:
+    """The networks a container joins at start, in order, each with its aliases. A record
+    written before per-network aliases has ``network`` (with ``network_aliases``) and
+    ``extra_networks`` instead."""
+    saved = options.get("network_endpoints")
+    if isinstance(saved, dict):
+        return {str(n): [str(a) for a in aliases or []] for n, aliases in saved.items()}
+    mode = str(options.get("network") or "bridge")
+    if mode in ("host", "none"):
+        return {}
+    out = {mode: [str(a) for a in options.get("network_aliases") or []]}
+    for extra in options.get("extra_networks") or []:
+        out.setdefault(str(extra), [])
+    return out
+
+
+def _save_endpoint_configs(options: dict[str, Any], configs: dict[str, list[str]]) -> None:
+    options["network_endpoints"] = configs
+    options.pop("extra_networks", None)  # the legacy list: network_endpoints supersedes it
+
+
 def _check_mode(row_options: dict[str, Any], network: str) -> None:
     mode = str(row_options.get("network") or "bridge")
     if mode in ("host", "none"):
@@ -24,6 +52,15 @@ def _check_mode(row_options: dict[str, Any], network: str) -> None:
                           f"connected to {network} network")
 
 
+def _check_aliases(network: str, aliases: tuple[str, ...]) -> None:
+    if aliases and network in PREDEFINED:
+        raise ConfigError("alias", "network-scoped aliases are supported only for "
+                          "user-defined networks")
+    for alias in aliases:
+        if not alias or any(c.isspace() for c in alias):
+            raise ConfigError("alias", f'invalid alias "{alias}"')
+
+
 def connect_container(engine: Engine, network: str, ref: str,
                       aliases: tuple[str, ...] = ()) -> None:
     from isobox.engine.start import endpoint_dict, refresh_hosts
@@ -32,19 +69,21 @@ def connect_container(engine: Engine, network: str, ref: str,
     row = engine.get(ref)
     with engine.locked(row.id) as row:
         _check_mode(row.options, net.name)
-        extra = list(row.options.get("extra_networks") or [])
-        current = (row.network or {}).get("endpoints") or {}
-        if net.name == row.options.get("network") or net.name in extra:
+        _check_aliases(net.name, aliases)
+        configs = endpoint_configs(row.options)
+        if net.name in configs:
             raise ConflictError(f"endpoint with name {row.name} already exists in network "
                                 f"{net.name}")
+        own = list(dict.fromkeys(aliases))
         if row.status == "running":
+            current = (row.network or {}).get("endpoints") or {}
             ep = engine.networks.connect(net.name, row.id, engine.layout.netns_path(row.id),
-                                         name=row.name, aliases=list(aliases))
+                                         name=row.name, aliases=own)
             network_state = dict(row.network)
             network_state["endpoints"] = {**current, net.name: endpoint_dict(ep)}
             engine.db.update(row.id, network=network_state)
-        extra.append(net.name)
-        row.options["extra_networks"] = extra
+        configs[net.name] = own
+        _save_endpoint_configs(row.options, configs)
         engine.db.update(row.id, options=row.options)
     refresh_hosts(engine, row.id)
     for peer in engine.networks.peers(row.id):
@@ -59,9 +98,8 @@ def disconnect_container(engine: Engine, network: str, ref: str, force: bool = F
     net = engine.networks.inspect(network)
     row = engine.get(ref)
     with engine.locked(row.id) as row:
-        extra = list(row.options.get("extra_networks") or [])
-        primary = str(row.options.get("network") or "bridge")
-        if net.name not in extra and net.name != primary:
+        configs = endpoint_configs(row.options)
+        if net.name not in configs:
             raise ConflictError(f"container {row.id[:12]} is not connected to network "
                                 f"{net.name}")
         peers = engine.networks.peers(row.id)
@@ -72,12 +110,10 @@ def disconnect_container(engine: Engine, network: str, ref: str, force: bool = F
             eps.pop(net.name, None)
             state["endpoints"] = eps
             engine.db.update(row.id, network=state)
-        if net.name in extra:
-            extra.remove(net.name)
-        else:  # leaving the primary network: Docker leaves the container with none
-            row.options["network"] = "none" if not extra else extra.pop(0)
-        row.options["extra_networks"] = extra
+        del configs[net.name]  # the last one too: the mode and the namespace stay (Docker)
+        _save_endpoint_configs(row.options, configs)
         engine.db.update(row.id, options=row.options)
+    refresh_hosts(engine, row.id)
     for peer in peers:
         refresh_hosts(engine, peer)
     engine.db.add_event("network", "disconnect", net.id, {"name": net.name,

@@ -38,10 +38,14 @@ def remove_network(engine: Engine, ref: str) -> NetworkInfo:
 
 def networks_in_use(engine: Engine) -> set[str]:
     """Names of the networks some container (in any state) is configured to join."""
+    from isobox.engine.networking import endpoint_configs
+
     out: set[str] = set()
     for row in engine.db.all():
-        out.add(str(row.options.get("network") or "bridge"))
-        out.update(str(n) for n in row.options.get("extra_networks") or [])
+        mode = str(row.options.get("network") or "bridge")
+        if mode in ("host", "none"):
+            out.add(mode)
+        out.update(endpoint_configs(row.options))
     return out
 
 

@@ -128,7 +128,11 @@ def _clear_previous_run(engine: Engine, row: ContainerRow) -> None:
 
 
 def setup_network(engine: Engine, row: ContainerRow) -> dict[str, Any]:
-    """Join the container's network; returns what ``inspect`` shows as NetworkSettings."""
+    """Join the container's networks; returns what ``inspect`` shows as NetworkSettings.
+    Any mode but host and none has a namespace of its own (the bundle names it), even when
+    ``network disconnect`` left it on no network: then it has only ``lo``."""
+    from isobox.engine.networking import endpoint_configs
+
     opts = row.options
     mode = str(opts.get("network") or "bridge")
     if mode in ("host", "none"):
@@ -138,22 +142,20 @@ def setup_network(engine: Engine, row: ContainerRow) -> dict[str, Any]:
     nm = engine.networks
     path = engine.layout.netns_path(row.id)
     create_netns(path)
-    result: dict[str, Any] = {"mode": mode, "netns": path}
+    result: dict[str, Any] = {"mode": mode, "netns": path, "endpoints": {}}
     try:
-        ep = nm.connect(mode, row.id, path, name=row.name,
-                        aliases=list(opts.get("network_aliases") or []))
-        result["endpoints"] = {mode: endpoint_dict(ep)}
-        for extra in opts.get("extra_networks") or []:
-            more = nm.connect(str(extra), row.id, path, name=row.name)
-            result["endpoints"][str(extra)] = endpoint_dict(more)
+        first = None
+        for name, aliases in endpoint_configs(opts).items():
+            ep = nm.connect(name, row.id, path, name=row.name, aliases=aliases)
+            result["endpoints"][name] = endpoint_dict(ep)
+            first = first or ep
         ports = _port_mappings(opts)
-        if ports:
-            published = nm.publish(row.id, ep, ports)
+        if ports and first is not None:
+            published = nm.publish(row.id, first, ports)
             result["ports"] = [{"container_port": p.container_port, "protocol": p.protocol,
                                 "host_ip": p.host_ip, "host_port": p.host_port}
                                for p in published]
-        hostname = str(opts.get("hostname_resolved") or row.id[:12])
-        write_hosts(engine, row, hostname, ep.ip)
+        write_hosts(engine, row, str(opts.get("hostname_resolved") or row.id[:12]))
         for peer in nm.peers(row.id):
             refresh_hosts(engine, peer)
     except BaseException:
@@ -188,33 +190,51 @@ def _port_mappings(opts: dict[str, Any]) -> list[Any]:
     return ports
 
 
-def write_hosts(engine: Engine, row: ContainerRow, hostname: str, ip: str) -> None:
-    opts = row.options
-    peers: list[tuple[str, list[str]]] = []
-    nets = [str(opts.get("network") or "bridge"), *(opts.get("extra_networks") or [])]
-    seen: set[str] = {ip}
-    for net in nets:
-        if net in ("bridge", "host", "none"):
+def write_hosts(engine: Engine, row: ContainerRow, hostname: str) -> None:
+    """The /etc/hosts of a container with a namespace of its own, from the endpoints it has
+    now: its own addresses carry its hostname, name and aliases (podman writes its own
+    name; Docker's DNS answers for them), then its peers' on user-defined networks."""
+    from isobox.engine.networking import PREDEFINED, endpoint_configs
+
+    order = list(endpoint_configs(row.options))  # the order joined: the first is primary
+    own = sorted(engine.networks.endpoints(row.id),
+                 key=lambda ep: order.index(ep.network) if ep.network in order else len(order))
+    own_ips = {ep.ip for ep in own}
+    names_of: dict[str, list[str]] = {}  # own address -> its names
+    listed: set[str] = {hostname}
+    for ep in own:
+        names = [] if ep.network in PREDEFINED else [ep.name, *ep.aliases, row.id[:12]]
+        fresh = [n for n in dict.fromkeys(names) if n and n not in listed]
+        listed.update(fresh)
+        names_of.setdefault(ep.ip, []).extend(fresh)
+    entries: list[tuple[str, list[str]]] = []
+    seen = set(own_ips)
+    for ep in own:
+        if ep.network in PREDEFINED:
             continue
-        for addr, names in engine.networks.hosts_entries(net):
+        for addr, names in engine.networks.hosts_entries(ep.network):
             if addr not in seen:
                 seen.add(addr)
-                peers.append((addr, list(names)))
-    add_hosts = [(str(h), str(a)) for h, a in opts.get("add_hosts") or []]
+                entries.append((addr, list(names)))
+    ip = own[0].ip if own else ""
+    entries += [(addr, names) for addr, names in names_of.items() if addr != ip and names]
+    add_hosts = [(str(h), str(a)) for h, a in row.options.get("add_hosts") or []]
     etcfiles.write_in_place(
         os.path.join(engine.layout.container_dir(row.id), "hosts"),
-        etcfiles.hosts_text(hostname=hostname, ip=ip, add_hosts=add_hosts, peers=peers))
+        etcfiles.hosts_text(hostname=hostname, ip=ip, names=names_of.get(ip, ()),
+                            add_hosts=add_hosts, peers=entries))
 
 
 def refresh_hosts(engine: Engine, cid: str) -> None:
-    """Rewrite a running peer's /etc/hosts after a container joined or left its network."""
+    """Rewrite a running container's /etc/hosts after it or a peer joined or left a
+    network."""
     row = engine.db.get(cid)
     if row is None or row.status != "running":
         return
-    eps = (row.network or {}).get("endpoints") or {}
-    ip = next((str(e.get("ip") or "") for e in eps.values()), "")
+    if str(row.options.get("network") or "bridge") in ("host", "none"):
+        return
     try:
-        write_hosts(engine, row, str(row.options.get("hostname_resolved") or cid[:12]), ip)
+        write_hosts(engine, row, str(row.options.get("hostname_resolved") or cid[:12]))
         if row.options.get("isolation") == "vm":  # a guest has its own copy: push it
             engine.runtime(row).run("sync-files", cid, check=False, timeout=20)
     except (OSError, IsoboxError):
