@@ -206,8 +206,15 @@ def rm(obj: CliContext, force: bool, volumes: bool, containers: tuple[str, ...])
     from isobox.engine.remove import remove_container
 
     engine = obj.engine
+    def gone(ref: str) -> bool:  # not another NotFoundError, such as a deleted --runtime
+        try:
+            engine.get(ref)
+        except NotFoundError:
+            return True
+        return False
+
     if for_each(containers, lambda c: remove_container(engine, c, force=force, volumes=volumes),
-                missing_ok=force):
+                missing_ok=gone if force else None):
         raise click.exceptions.Exit(1)
 
 

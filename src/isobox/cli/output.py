@@ -10,10 +10,11 @@ from typing import Any
 
 
 def for_each(refs: Sequence[str], fn: Callable[[str], object], *, echo: bool = True,
-             missing_ok: bool = False) -> bool:
+             missing_ok: Callable[[str], bool] | None = None) -> bool:
     """Docker's multi-object verbs (``rm A B``): go on after an error, print each name that
-    worked, report whether any failed (the command then exits 1). ``missing_ok``: an object
-    that does not exist is no failure and is not printed (``rm -f``, as docker's)."""
+    worked, report whether any failed (the command then exits 1). ``missing_ok(ref)``: on a
+    NotFoundError, whether it is the object itself that does not (or no longer) exist, which
+    is then no failure and not printed (``rm -f``, as docker's)."""
     from isobox.errors import IsoboxError, NotFoundError
 
     failed = False
@@ -21,7 +22,7 @@ def for_each(refs: Sequence[str], fn: Callable[[str], object], *, echo: bool = T
         try:
             fn(ref)
         except NotFoundError as e:
-            if missing_ok:
+            if missing_ok is not None and missing_ok(ref):
                 continue
             sys.stderr.write(f"isobox: error: {e}\n")
             failed = True

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _each(refs: tuple[str, ...], fn: Any, echo: bool = True, missing_ok: bool = False) -> None:
-    if for_each(refs, fn, echo=echo, missing_ok=missing_ok):
+    if for_each(refs, fn, echo=echo, missing_ok=(lambda _ref: True) if missing_ok else None):
         raise click.exceptions.Exit(1)
 
 

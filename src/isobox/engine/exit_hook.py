@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: exit_hook --root ROOT [--run-dir DIR] [--restart] ID\n")
         return 2
     cid = args[0]
+    if not os.path.exists(os.path.join(root, "containers.db")):
+        return 0  # the root was deleted meanwhile (its containers with it): make nothing anew
     if run_dir:
         os.environ["ISOBOX_RUN_DIR"] = run_dir
     from isobox import dataclass_code

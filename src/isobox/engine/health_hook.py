@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1 or not root:
         sys.stderr.write("usage: health_hook --root ROOT [--run-dir DIR] ID\n")
         return 2
+    if not os.path.exists(os.path.join(root, "containers.db")):
+        return STOP  # the root was deleted meanwhile: make nothing anew
     if run_dir:
         os.environ["ISOBOX_RUN_DIR"] = run_dir
     from isobox.engine.engine import Engine
