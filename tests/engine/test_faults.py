@@ -99,6 +99,21 @@ def test_a_network_has_one_subnet(isobox: Isobox) -> None:
     assert name not in isobox("network", "ls").stdout
 
 
+def test_start_after_a_cli_killed_with_the_namespace_made(isobox: Isobox) -> None:
+    """A start killed after it made the network namespace, before recording it: the next
+    start releases that namespace and works (was: 'network namespace ...: file exists'
+    at every start until the container was removed)."""
+    from isobox.network.netns import create_netns
+
+    isobox("create", "--name", "halfway", "busybox", "sleep", "300")
+    cid = isobox.record("halfway")["id"]
+    create_netns(os.path.join(isobox.run_dir(), "netns", cid))  # what the killed CLI left
+    isobox("start", "halfway")
+    assert isobox.record("halfway")["status"] == "running"
+    isobox("rm", "-f", "halfway")
+    assert not os.path.lexists(os.path.join(isobox.run_dir(), "netns", cid))
+
+
 def test_name_in_use(isobox: Isobox) -> None:
     isobox("create", "--name", "taken", "--network", "none", "busybox")
     p = isobox("create", "--name", "taken", "--network", "none", "busybox", check=False)

@@ -125,6 +125,15 @@ def _clear_previous_run(engine: Engine, row: ContainerRow) -> None:
         except FileNotFoundError:
             pass
     engine.runtime(row).delete(row.id, force=True)
+    if os.path.lexists(lay.netns_path(row.id)):
+        # a start whose CLI was killed after making the namespace, maybe before recording
+        # it: release what the network holds for this container, then the namespace
+        from isobox.engine.exits import teardown_network
+
+        held: dict[str, Any] = {ep.network: {} for ep in engine.networks.endpoints(row.id)}
+        recorded = (row.network or {}).get("endpoints") or {}
+        teardown_network(engine, row.id, {"mode": row.options.get("network") or "bridge",
+                                          "endpoints": {**held, **recorded}})
 
 
 def setup_network(engine: Engine, row: ContainerRow) -> dict[str, Any]:
