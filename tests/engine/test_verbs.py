@@ -42,7 +42,7 @@ def test_inspect_container_shape_and_format(isobox: Isobox) -> None:
     assert data["Driver"] == "overlay2" and data["Image"].startswith("sha256:")
     assert os.path.isfile(data["HostsPath"])
     out = isobox("inspect", "-f", "{{.State.Pid}} {{json .Config.Cmd}} {{.Name}}", name)
-    assert out.stdout.strip() == f'{state["Pid"]} ["sleep", "30"] /{name}'
+    assert out.stdout.strip() == f'{state["Pid"]} ["sleep","30"] /{name}'  # Go's compact JSON
     sized = json.loads(isobox("container", "inspect", "-s", cid[:12]).stdout)[0]
     assert sized["SizeRootFs"] >= sized["SizeRw"] >= 0
     # no container by that name: docker falls back to the image

@@ -49,7 +49,7 @@ def test_table_template_titles_columns_as_docker(capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize("fmt, message", [
     ("{{.Nope}}", "can't evaluate field Nope"),
     ("table {{.ID}", "unclosed action"),
-    ("{{range .X}}", "unsupported action"),
+    ("{{range .X}}", "without {{end}}"),
 ])
 def test_bad_templates_name_the_problem(fmt: str, message: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,11 +61,12 @@ def test_bad_templates_name_the_problem(fmt: str, message: str,
 def test_render_template_values_print_as_go_does() -> None:
     doc = {"A": {"B": [1, True, None]}, "M": {"y": 2, "x": "s"}}
     assert render_template("{{.A.B}} {{.M}} {{json .M}} {{index .M \"y\"}}", doc) == \
-        '[1 true <nil>] map[x:s y:2] {"y": 2, "x": "s"} 2'
+        '[1 true <nil>] map[x:s y:2] {"y":2,"x":"s"} 2'
     assert go_time(0) == "1970-01-01 00:00:00 +0000 UTC"
 
 
-@pytest.mark.parametrize("fmt", ["{{", "table {{.ID}", "{{range .X}}{{end}}", "{{.A .B}}"])
+@pytest.mark.parametrize("fmt", ["{{", "table {{.ID}", "{{range .X}}", "{{end}}",
+                                 "{{if .A}}{{else}}{{else}}{{end}}"])
 def test_a_bad_template_fails_with_nothing_to_list(fmt: str) -> None:
     with pytest.raises(ConfigError, match="--format"):
         Listing(HEADERS, ["ID"]).print(fmt)
