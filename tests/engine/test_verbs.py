@@ -105,6 +105,18 @@ def test_ps_filters_since_before_and_checks_them_first(isobox: Isobox) -> None:
     assert ids("--filter", f"since={middle[:12]}") == [last]
     assert ids("--filter", f"before={middle}") == [first]
     assert ids("--filter", f"since={first}", "--filter", f"before={last}") == [middle]
+    # as Docker: a status (or exited) filter looks at stopped containers without -a; name
+    # and id are regular expressions; ancestor names the image any way; -n 0 is no limit
+    assert ids("--filter", "status=created", "--filter", f"id=^{middle[:6]}") == [middle]
+    assert isobox("ps", "-q", "--no-trunc", "--filter", "status=created").stdout.split() == \
+        [last, middle, first]
+    name = isobox.record(middle)["name"]
+    assert ids("--filter", f"name=^{name}$") == [middle]
+    assert ids("--filter", f"name=^/{name}$") == [middle]
+    image_id = isobox("image", "inspect", "-f", "{{.Id}}", "busybox").stdout.strip()
+    for ancestor in ("busybox:latest", image_id, image_id.removeprefix("sha256:")[:12]):
+        assert set(ids("--filter", f"ancestor={ancestor}")) >= {first, middle, last}
+    assert isobox("ps", "-n", "0", "-q").stdout == isobox("ps", "-q").stdout
     # nothing runs, so nothing would be listed: the filters are still checked
     for args, message in ((("--filter", "bogus=1"), "invalid filter 'bogus'"),
                           (("--filter", "status=bogus"), "status: bogus"),

@@ -198,9 +198,8 @@ def ps(obj: CliContext, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
     grouped: dict[str, list[str]] = {}
     for k, v in filter_pairs(filters):
         grouped.setdefault(k, []).append(v)
-    limit = 1 if latest else last  # -n N implies -a (as locally); -n 0 lists nothing
-    rows = [] if limit == 0 else obj.client.containers(all=all_, filters=grouped,
-                                                       limit=limit if limit > 0 else None)
+    limit = 1 if latest else last  # -n N implies -a (as locally); -n 0 is no limit
+    rows = obj.client.containers(all=all_, filters=grouped, limit=limit if limit > 0 else None)
     print_ps(rows, quiet=quiet, fmt=fmt, no_trunc=no_trunc)
 
 

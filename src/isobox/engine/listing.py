@@ -101,8 +101,21 @@ def check_filters(engine: Engine, filters: Iterable[tuple[str, str]]
             raise ConfigError("--filter", f"invalid filter 'exited={v}': not an exit code")
         if k in ("since", "before"):
             v = repr(engine.get(v).created)  # NotFoundError names it
+        if k == "ancestor":
+            v = _image_id(engine, v)
         by.setdefault(k, []).append(v)
     return by
+
+
+def _image_id(engine: Engine, ref: str) -> str:
+    """``ancestor=busybox:latest`` (or an id, with or without ``sha256:``) as the image id;
+    an image not in the store is matched by the reference its containers were run with."""
+    from isobox.errors import IsoboxError
+
+    try:
+        return engine.store.resolve(ref).id
+    except IsoboxError:
+        return ref
 
 
 FILTERS = ("id", "name", "status", "ancestor", "exited", "label", "network", "health",
@@ -111,13 +124,14 @@ FILTERS = ("id", "name", "status", "ancestor", "exited", "label", "network", "he
 
 def matches(engine: Engine, row: ContainerRow, by: dict[str, list[str]]) -> bool:
     """Every key must match one of its values (filters from :func:`check_filters`)."""
+    from isobox.engine.filters import text_matches
     from isobox.engine.health import health_state
 
-    checks: dict[str, Callable[[str], bool]] = {
-        "id": lambda v: row.id.startswith(v),
-        "name": lambda v: v.lstrip("/") in row.name,
+    checks: dict[str, Callable[[str], bool]] = {  # name and id: Docker's regular expressions
+        "id": lambda v: text_matches(v, row.id),
+        "name": lambda v: text_matches(v, row.name) or text_matches(v, "/" + row.name),
         "status": lambda v: engine.effective_status(row) == v,
-        "ancestor": lambda v: v in (row.image_ref, row.image_id, row.image_id[7:19]),
+        "ancestor": lambda v: v in (row.image_ref, row.image_id),
         "exited": lambda v: engine.effective_status(row) == "exited" and str(row.exit_code) == v,
         "label": lambda v: _label_match(row, v),
         "network": lambda v: str(row.options.get("network")) == v,
@@ -134,8 +148,10 @@ def list_containers(engine: Engine, *, all_: bool = False, last: int = -1,
     """``ps [-a] [-n N] [--filter …]``: newest first (the state store's order)."""
     by = check_filters(engine, filters)
     rows = engine.list()
-    if last >= 0:
+    if last > 0:  # -n 0 (or less): no limit, as Docker's
         rows = rows[:last]
+        all_ = True
+    if "status" in by or "exited" in by:  # they ask about stopped containers: Docker's all
         all_ = True
     if not all_:
         rows = [r for r in rows if engine.effective_status(r) in ACTIVE]
