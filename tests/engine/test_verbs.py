@@ -242,6 +242,43 @@ def test_cp_in_and_out(isobox: Isobox, tmp_path: object) -> None:
     assert err.returncode == 1 and "Could not find the file /nonexistent" in err.stderr
 
 
+def test_cp_sees_the_running_containers_mounts(isobox: Isobox, tmp_path: object) -> None:
+    """Volumes, bind mounts, tmpfs and the /etc files: where the container has them (was:
+    the overlay underneath: files written there were hidden from the container)."""
+    work = str(tmp_path)
+    bind = os.path.join(work, "bind")
+    os.mkdir(bind)
+    vol = unique_id("cpvol")
+    _, name = run_detached(isobox, "-v", f"{vol}:/data", "-v", f"{bind}:/bound",
+                           "--tmpfs", "/scratch", "--hostname", "cp-host")
+    try:
+        isobox("exec", name, "sh", "-c", "echo in-volume > /data/f")
+        out = isobox.popen("cp", f"{name}:/data/f", "-", stdout=-1)
+        data, _ = out.communicate(timeout=30)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+            member = tf.extractfile("f")
+            assert member is not None and member.read() == b"in-volume\n"
+        with open(os.path.join(work, "host.txt"), "w") as f:
+            f.write("from host\n")
+        for dest in ("/data/", "/bound/", "/scratch/"):
+            isobox("cp", os.path.join(work, "host.txt"), f"{name}:{dest}")
+            assert isobox("exec", name, "cat", f"{dest}host.txt").stdout == "from host\n"
+        assert os.listdir(bind) == ["host.txt"]
+        isobox("cp", f"{name}:/etc/hostname", os.path.join(work, "hostname"))
+        with open(os.path.join(work, "hostname")) as f:
+            assert f.read() == "cp-host\n"
+        # the whole root: the volume's file, and /proc, /sys, /dev as Docker lists them: empty
+        whole = isobox.popen("cp", f"{name}:/", "-", stdout=-1)
+        data, _ = whole.communicate(timeout=60)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+            names = set(tf.getnames())
+        assert {"data/f", "data/host.txt", "proc", "sys", "dev"} <= names
+        assert not [n for n in names if n.startswith(("proc/", "sys/", "dev/"))]
+    finally:
+        isobox("rm", "-f", name)
+        isobox("volume", "rm", vol)
+
+
 def test_cp_never_leaves_the_container_root(isobox: Isobox, tmp_path: object) -> None:
     """Catalogue cases 48-50: symlinks and .. resolve inside the container's root."""
     work = str(tmp_path)

@@ -9,8 +9,10 @@ the pinned directory). Writing into a container goes through the layer unpacker
 plain files as Docker's cp does, never deleting what the destination holds); reading builds
 the tar with the layer writer's fd walk, which stores symlinks as symlinks.
 
-Limits: the copy works on the container's root filesystem as the host sees it (the overlay),
-not on volumes or bind mounts mounted inside the container.
+A running container is copied as its processes see it: the root is its init's
+``/proc/PID/root``, in the container's mount namespace, so volumes, bind mounts, tmpfs and
+the ``/etc`` files the engine binds in are read and written where the container has them.
+A stopped container's root is its root filesystem alone (volumes are not mounted then).
 """
 
 from __future__ import annotations
@@ -55,10 +57,12 @@ def container_root(engine: Engine, ref: str) -> Iterator[tuple[ContainerRow, int
     unmounted afterwards unless it was mounted before."""
     row = engine.get(ref)
     if row.status in LIVE:
-        snap = engine.snapshots.get(row.id)
-        if not os.path.ismount(snap.rootfs):
-            raise ConflictError(f"container {row.name}: root filesystem is not mounted")
-        fd = os.open(snap.rootfs, _PATH_DIR)
+        fd = _process_root(row)
+        if fd < 0:  # between two runs (restarting): its root filesystem as the host has it
+            snap = engine.snapshots.get(row.id)
+            if not os.path.ismount(snap.rootfs):
+                raise ConflictError(f"container {row.name}: root filesystem is not mounted")
+            fd = os.open(snap.rootfs, _PATH_DIR)
         try:
             yield row, fd
         finally:
@@ -80,6 +84,63 @@ def container_root(engine: Engine, ref: str) -> Iterator[tuple[ContainerRow, int
         finally:
             if not was_mounted:
                 engine.snapshots.unmount(snap)
+
+
+#: What the runtime mounts for the kernel's interfaces (the spec's default mounts): a
+#: running container's root shows them, its root filesystem (and Docker's cp) does not.
+KERNEL_MOUNTS = ("/proc", "/sys", "/dev")
+
+
+def _kernel_mounts(rootfd: int) -> frozenset[tuple[int, int]]:
+    """(device, inode) of the kernel-interface directories under ``rootfd``: an archive of
+    ``/`` lists them empty instead of walking /proc and /sys, or /dev's device nodes."""
+    out = set()
+    for path in KERNEL_MOUNTS:
+        try:
+            fd = safepath.open_in_root(rootfd, path, os.O_PATH | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            out.add((st.st_dev, st.st_ino))
+        finally:
+            os.close(fd)
+    return frozenset(out)
+
+
+def _process_root(row: ContainerRow) -> int:
+    """An O_PATH fd of the root of the container's init as that process sees it (its mount
+    namespace: volumes and binds included), or -1 when there is none. The pid is pinned by
+    a pidfd and checked to be in the container's cgroup before and after the open, so a
+    pid reused by another process is never followed."""
+    if row.pid <= 0:
+        return -1
+    try:
+        pidfd = os.pidfd_open(row.pid)
+    except OSError:
+        return -1
+    try:
+        if not _in_container(row):
+            return -1
+        fd = os.open(f"/proc/{row.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        import select
+
+        if select.select([pidfd], [], [], 0)[0] or not _in_container(row):
+            os.close(fd)  # it exited meanwhile: the pid may be another process's now
+            return -1
+        return fd
+    except OSError:
+        return -1
+    finally:
+        os.close(pidfd)
+
+
+def _in_container(row: ContainerRow) -> bool:
+    try:
+        with open(f"/proc/{row.pid}/cgroup") as f:
+            return row.id in f.read()
+    except OSError:
+        return False
 
 
 def export_snapshot_id(engine: Engine, ref: str) -> str:
@@ -190,9 +251,11 @@ def open_tar_writer(out: BinaryIO) -> tarfile.TarFile:
 
 
 def _tar_entry(tf: tarfile.TarFile, dirfd: int, name: str, arcname: str, *,
-               owner: tuple[int, int] | None) -> None:
+               owner: tuple[int, int] | None,
+               pruned: frozenset[tuple[int, int]] = frozenset()) -> None:
     """Write the tree at ``name`` below ``dirfd`` to ``tf`` as ``arcname`` (or its contents
-    at the top when ``arcname`` is "")."""
+    at the top when ``arcname`` is ""); the directories ``pruned`` (device, inode) are
+    written without their contents."""
     from isobox.images.layertar import _Entry, _walk, _Writer
 
     uid, gid = owner if owner is not None else (None, None)
@@ -203,7 +266,7 @@ def _tar_entry(tf: tarfile.TarFile, dirfd: int, name: str, arcname: str, *,
             w = _Writer(tf, "plain", arcname, uid, gid)
             if arcname:
                 w.prefix_dirs(os.fstat(dfd))
-            for e in _walk(dfd, None):
+            for e in _walk(dfd, None, lambda s: (s.st_dev, s.st_ino) in pruned):
                 w.entry(e)
         finally:
             os.close(dfd)
@@ -255,7 +318,7 @@ def copy_from_container(engine: Engine, ref: str, path: str, out: BinaryIO, *,
                 before(pst)
             tf = open_tar_writer(out)
             if stat.S_ISDIR(st.st_mode):  # walked from its own fd, pinned in the root
-                _tar_entry(tf, efd, ".", arcname, owner=owner)
+                _tar_entry(tf, efd, ".", arcname, owner=owner, pruned=_kernel_mounts(rootfd))
             elif efd_is_name(follow, path):  # opened by name in the pinned parent
                 _tar_entry(tf, pfd, name, arcname or name, owner=owner)
             else:  # a symlink followed inside the root: read through the pinned inode

@@ -69,9 +69,11 @@ class _Entry:
     st: os.stat_result
 
 
-def _walk(rootfd: int, exclude: Callable[[str], bool] | None) -> Iterator[_Entry]:
+def _walk(rootfd: int, exclude: Callable[[str], bool] | None,
+          prune: Callable[[os.stat_result], bool] | None = None) -> Iterator[_Entry]:
     """Every entry below ``rootfd``, sorted, each directory before its children; an excluded
-    directory is skipped with its subtree. Directories are opened with O_NOFOLLOW."""
+    directory is skipped with its subtree, a pruned one is listed without its subtree.
+    Directories are opened with O_NOFOLLOW."""
     stack: list[tuple[int, str, Iterator[str]]] = [
         (os.dup(rootfd), "", iter(sorted(os.listdir(rootfd))))]
     try:
@@ -87,7 +89,7 @@ def _walk(rootfd: int, exclude: Callable[[str], bool] | None) -> Iterator[_Entry
                 continue
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             yield _Entry(dfd, name, rel, st)
-            if stat.S_ISDIR(st.st_mode):
+            if stat.S_ISDIR(st.st_mode) and not (prune is not None and prune(st)):
                 cfd = os.open(name, O_DIR, dir_fd=dfd)
                 stack.append((cfd, rel, iter(sorted(os.listdir(cfd)))))
     finally:
