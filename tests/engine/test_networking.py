@@ -218,6 +218,9 @@ def test_connect_alias_is_kept_per_network(isobox: Isobox, nets: list[str]) -> N
     isobox("start", x)
     assert _resolves(isobox, p2, "stopalias") and _resolves(isobox, p1, "primaryalias")
     assert not _resolves(isobox, p2, "myalias")
+    # ps --filter network= knows every network a container joins, not only its first
+    on_net2 = isobox("ps", "--filter", f"network={net2}", "--format", "{{.Names}}").stdout
+    assert sorted(on_net2.split()) == sorted([x, p2])
 
 
 def test_connect_alias_on_the_default_bridge_is_refused(isobox: Isobox,

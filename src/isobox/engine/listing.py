@@ -107,6 +107,13 @@ def check_filters(engine: Engine, filters: Iterable[tuple[str, str]]
     return by
 
 
+def _networks_of(row: ContainerRow) -> set[str]:
+    """The mode (bridge, host, none, a network) and every network the container joins."""
+    from isobox.engine.networking import endpoint_configs
+
+    return {str(row.options.get("network") or "bridge"), *endpoint_configs(row.options)}
+
+
 def _image_id(engine: Engine, ref: str) -> str:
     """``ancestor=busybox:latest`` (or an id, with or without ``sha256:``) as the image id;
     an image not in the store is matched by the reference its containers were run with."""
@@ -134,7 +141,7 @@ def matches(engine: Engine, row: ContainerRow, by: dict[str, list[str]]) -> bool
         "ancestor": lambda v: v in (row.image_ref, row.image_id),
         "exited": lambda v: engine.effective_status(row) == "exited" and str(row.exit_code) == v,
         "label": lambda v: _label_match(row, v),
-        "network": lambda v: str(row.options.get("network")) == v,
+        "network": lambda v: v in _networks_of(row),
         "health": lambda v: health_state(row) == v,
         "isolation": lambda v: (row.options.get("isolation") or "container") == v,
         "since": lambda v: row.created > float(v),
