@@ -257,3 +257,14 @@ def test_record_without_per_network_aliases_still_starts(isobox: Isobox,
     isobox("start", name)
     assert _resolves(isobox, peer, name) and _resolves(isobox, name, "oldalias")
     assert _networks(isobox, name)[net1]["Aliases"] == ["oldalias"]
+
+
+def test_ports_go_with_the_network_they_were_published_on(isobox: Isobox,
+                                                          nets: list[str]) -> None:
+    name = unique_id("pub")
+    isobox("run", "-d", "--name", name, "--network", nets[0], "-p", "127.0.0.1::80",
+           "busybox", "sleep", "300")
+    assert isobox("port", name).stdout.startswith("80/tcp -> 127.0.0.1:")
+    isobox("network", "disconnect", nets[0], name)
+    assert isobox("port", name).stdout == ""  # (was: the released port still listed)
+    assert isobox.record(name)["network"].get("ports") == []

@@ -365,6 +365,13 @@ def test_cleanup_stale(nm: NetworkManager, netns: NetnsFactory) -> None:
     assert list(nm.inspect("stale").containers) == ["liveid"]
     assert nm.published("deadid") == [] and len(nm.published("liveid")) == 1
     assert len(nft_elements("pub_any")) == 1
+    # an element no state records (a CLI killed between the nft batch and the state save)
+    # would block that host port for good: cleanup drops it, and keeps the recorded one
+    subprocess.run(["nft", "add", "element", "ip", NETP, "pub_addr",
+                    "{ 127.0.0.1 . tcp . 18099 : 10.99.0.9 . 80 }"], check=True)
+    assert nm.cleanup_stale({"liveid"}) == []
+    assert nft_elements("pub_addr") == [] and len(nft_elements("pub_any")) == 1
+    assert len(nm.published("liveid")) == 1
     # After a "reboot": devices and rules vanish; the next connect rebuilds them.
     nm.teardown()
     wait_for(lambda: not our_links(nm), what="devices to go")

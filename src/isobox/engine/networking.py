@@ -109,6 +109,10 @@ def disconnect_container(engine: Engine, network: str, ref: str, force: bool = F
             eps = dict(state.get("endpoints") or {})
             eps.pop(net.name, None)
             state["endpoints"] = eps
+            if state.get("ports"):  # those published on that network went with it
+                state["ports"] = [{"container_port": p.container_port, "protocol": p.protocol,
+                                   "host_ip": p.host_ip, "host_port": p.host_port}
+                                  for p in engine.networks.published(row.id)]
             engine.db.update(row.id, network=state)
         del configs[net.name]  # the last one too: the mode and the namespace stay (Docker)
         _save_endpoint_configs(row.options, configs)

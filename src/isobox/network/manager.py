@@ -378,8 +378,22 @@ class NetworkManager:
             for link in devices.list_links(self.veth_tag):
                 if link not in known and len(link) == devices.IFNAMSIZ:
                     nl.delete_link(link)
+            self._drop_unrecorded_ports(st)
             self.store.save(st)
         return sorted(removed)
+
+    def _drop_unrecorded_ports(self, st: State) -> None:
+        """Port elements in the kernel that no state records: a CLI killed between adding
+        them and saving the state. Left, the host port could never be published again."""
+        recorded = {nft.port_element(e["host_ip"], e["protocol"], e["host_port"], e["ip"],
+                                     e["container_port"])
+                    for entries in st["ports"].values() for e in entries}
+        stray = [e for e in nft.port_elements(self.table) if e not in recorded]
+        if stray:
+            batch = nft.Batch(self.table, create=False)
+            for elem in stray:
+                batch.remove_port(elem)
+            batch.run()
 
     def teardown(self) -> None:
         """Remove every device and rule this manager made (veths, bridges, the nft table)

@@ -96,6 +96,24 @@ def port_element(host_ip: str, protocol: str, host_port: int, ip: str,
     return "pub_any", f"{protocol} . {host_port}", value
 
 
+def port_elements(table: str) -> list[tuple[str, str, str]]:
+    """The published-port elements the kernel holds in ``table``, as :func:`port_element`
+    writes them; [] when the table is not there."""
+    import json
+
+    out: list[tuple[str, str, str]] = []
+    for name in ("pub_any", "pub_addr"):
+        proc = subprocess.run([NFT, "-j", "list", "map", "ip", table, name],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            continue
+        for obj in json.loads(proc.stdout).get("nftables", []):
+            for key, value in (obj.get("map") or {}).get("elem") or []:
+                out.append((name, " . ".join(str(k) for k in key["concat"]),
+                            " . ".join(str(v) for v in value["concat"])))
+    return out
+
+
 class Batch:
     """One nft transaction: all of it applies, or none."""
 
