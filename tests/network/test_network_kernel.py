@@ -372,6 +372,11 @@ def test_cleanup_stale(nm: NetworkManager, netns: NetnsFactory) -> None:
     assert nm.cleanup_stale({"liveid"}) == []
     assert nft_elements("pub_addr") == [] and len(nft_elements("pub_any")) == 1
     assert len(nm.published("liveid")) == 1
+    # and a publish that meets such an element takes the port over
+    subprocess.run(["nft", "add", "element", "ip", NETP, "pub_addr",
+                    "{ 127.0.0.1 . tcp . 18099 : 10.99.0.9 . 80 }"], check=True)
+    nm.publish("liveid", live, [PortMapping(80, host_port=18099, host_ip="127.0.0.1")])
+    assert [e[1]["concat"] for e in nft_elements("pub_addr")] == [[live.ip, 80]]
     # After a "reboot": devices and rules vanish; the next connect rebuilds them.
     nm.teardown()
     wait_for(lambda: not our_links(nm), what="devices to go")

@@ -290,7 +290,13 @@ class NetworkManager:
             for p in resolved:
                 batch.add_port(nft.port_element(p.host_ip, p.protocol, p.host_port,
                                                 endpoint.ip, p.container_port))
-            batch.run()
+            try:
+                batch.run()
+            except SystemSetupError as e:
+                if "File exists" not in str(e):
+                    raise
+                self._drop_unrecorded_ports(st)  # a killed CLI's element holds the port
+                batch.run()
             entries = st["ports"].setdefault(container_id, [])
             entries.extend({"network": endpoint.network, "ip": endpoint.ip, **asdict(p)}
                            for p in resolved)
