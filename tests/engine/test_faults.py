@@ -114,6 +114,14 @@ def test_start_after_a_cli_killed_with_the_namespace_made(isobox: Isobox) -> Non
     assert not os.path.lexists(os.path.join(isobox.run_dir(), "netns", cid))
 
 
+def test_kill_with_a_bad_signal_names_its_flag(isobox: Isobox) -> None:
+    isobox("run", "-d", "--name", "target", "--network", "none", "busybox", "sleep", "300")
+    p = isobox("kill", "-s", "SIGFOO", "target", check=False)
+    assert p.returncode == 1 and "--signal: invalid signal: SIGFOO" in p.stderr, p.stderr
+    assert isobox.record("target")["status"] == "running"
+    isobox("rm", "-f", "target")
+
+
 def test_name_in_use(isobox: Isobox) -> None:
     isobox("create", "--name", "taken", "--network", "none", "busybox")
     p = isobox("create", "--name", "taken", "--network", "none", "busybox", check=False)

@@ -17,17 +17,17 @@ if TYPE_CHECKING:
 DEFAULT_STOP_TIMEOUT = 10
 
 
-def signal_number(text: str | int) -> int:
+def signal_number(text: str | int, flag: str = "--signal") -> int:
     from isobox.engine.parse import parse_signal
 
-    return text if isinstance(text, int) else parse_signal(str(text))
+    return text if isinstance(text, int) else parse_signal(str(text), flag)
 
 
 def stop_signal(row: ContainerRow) -> int:
     opts = row.options
     name = str(opts.get("stop_signal") or
                (opts.get("image_config") or {}).get("StopSignal") or "SIGTERM")
-    return signal_number(name)
+    return signal_number(name, "--stop-signal")
 
 
 def wait_exit(engine: Engine, row: ContainerRow, timeout: float | None) -> bool:
