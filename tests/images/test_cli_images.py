@@ -103,3 +103,16 @@ def test_images_filters_and_reference_argument(store: ImageStore) -> None:
                       (("-f", "dangling"), "dangling")):
         p = isobox(root, "images", *bad, check=False)
         assert p.returncode != 0 and word in p.stderr and "Traceback" not in p.stderr
+
+
+def test_output_to_a_missing_directory_is_a_clear_error(store: ImageStore,
+                                                        tmp_path: object) -> None:
+    root = store.root
+    put_image(store, [layer_tar({"a": b"1"})], "out:1")
+    for target, message in ((f"{tmp_path}/missing/x.tar", "no such directory"),
+                            (str(tmp_path), "is a directory")):
+        p = isobox(root, "save", "-o", target, "out:1", check=False)
+        assert p.returncode == 1 and f"--output: {target}: {message}" in p.stderr, p.stderr
+    assert os.listdir(str(tmp_path)) == []
+    p = isobox(root, "export", "-o", f"{tmp_path}/x.tar", "nosuch-ctr", check=False)
+    assert p.returncode == 1 and "No such container: nosuch-ctr" in p.stderr

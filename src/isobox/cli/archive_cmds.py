@@ -31,6 +31,11 @@ def _output(path: str | None, what: str) -> Iterator[BinaryIO]:
         yield cast(BinaryIO, out)
         out.flush()
         return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ConfigError("--output", f"{path}: no such directory: {parent}")
+    if os.path.isdir(path):
+        raise ConfigError("--output", f"{path}: is a directory")
     with atomic_file(path, 0o644) as f:
         yield f
 
@@ -174,7 +179,10 @@ def export_cmd(obj: CliContext, output: str | None, container: str) -> None:
         snapshot = export_snapshot_id(obj.engine, container)
     except NotFoundError:  # a snapshot of its own (`snapshot create`)?
         snapshot = container
-        obj.snapshots.get(snapshot)
+        try:
+            obj.snapshots.get(snapshot)
+        except NotFoundError:
+            raise NotFoundError(f"No such container: {container}") from None
     with _output(output, "export") as out:
         export_snapshot(obj.store, snapshot, out)
 
