@@ -3,6 +3,7 @@ policies, and state that outlives the CLI (including a simulated reboot)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -37,12 +38,19 @@ def test_detached_lifecycle(isobox: Isobox) -> None:
                  ).stdout.strip()
     assert len(cid) == 64
     ps = isobox("ps", "--format", "json").stdout
-    assert '"Names": "life"' in ps and '"State": "running"' in ps
+    rows = [json.loads(line) for line in ps.splitlines()]
+    assert [(r["Names"], r["State"]) for r in rows] == [("life", "running")]
     pid = isobox.record("life")["pid"]
     assert os.path.exists(f"/proc/{pid}")
     ex = isobox("exec", "-e", "FOO=bar", "life", "sh", "-c", "echo $FOO; exit 4", check=False)
     assert (ex.returncode, ex.stdout) == (4, "bar\n")
     assert isobox("exec", "-w", "/etc", "life", "pwd").stdout == "/etc\n"
+    env_file = os.path.join(isobox.root, "exec.env")
+    with open(env_file, "w") as f:
+        f.write("# comment\nFROM_FILE=1\nBOTH=file\n")
+    out = isobox("exec", "--env-file", env_file, "-e", "BOTH=flag", "life", "sh", "-c",
+                 "echo $FROM_FILE $BOTH").stdout
+    assert out == "1 flag\n"  # -e wins over the file, as run's
     assert isobox("exec", "--privileged", "life", "true", check=False).returncode != 0
     isobox("stop", "-t", "5", "life")
     rec = isobox.record("life")

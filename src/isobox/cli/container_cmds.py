@@ -120,6 +120,13 @@ def run(obj: CliContext, /, detach: bool, sig_proxy: bool, **kw: Any) -> None:
     raise click.exceptions.Exit(code)
 
 
+def exec_env(env: tuple[str, ...], env_files: tuple[str, ...]) -> list[str]:
+    """``exec``'s ``--env-file`` lines, then ``-e`` (which wins), as ``run``'s."""
+    from isobox.engine.parse import parse_env_file
+
+    return [*[line for f in env_files for line in parse_env_file(f)], *env]
+
+
 def _discard_failed(engine: Engine, cid: str, opts: CreateOptions) -> None:
     """`run --rm` whose start failed leaves nothing; a plain `run` keeps the created
     container (Docker does the same)."""
@@ -302,6 +309,7 @@ def logs(obj: CliContext, follow: bool, tail: str, since: str, until: str, times
 @click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
 @click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
 @click.option("-e", "--env", multiple=True, help="Set environment variables.")
+@click.option("--env-file", multiple=True, help="Read in a file of environment variables.")
 @click.option("-u", "--user", default="", help="Username or UID.")
 @click.option("-w", "--workdir", default="", help="Working directory inside the container.")
 @click.option("--privileged", is_flag=True, help="Refused: an exec never has more privilege "
@@ -310,13 +318,14 @@ def logs(obj: CliContext, follow: bool, tail: str, since: str, until: str, times
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_ctx
 def exec_(obj: CliContext, detach: bool, interactive: bool, tty: bool, env: tuple[str, ...],
-          user: str, workdir: str, privileged: bool, container: str,
-          command: tuple[str, ...]) -> None:
+          env_file: tuple[str, ...], user: str, workdir: str, privileged: bool,
+          container: str, command: tuple[str, ...]) -> None:
     """Execute a command in a running container."""
     from isobox.engine.execute import ExecRequest, exec_in_container
 
     req = ExecRequest(args=list(command), detach=detach, interactive=interactive, tty=tty,
-                      env=list(env), user=user, workdir=workdir, privileged=privileged)
+                      env=exec_env(env, env_file), user=user, workdir=workdir,
+                      privileged=privileged)
     code = exec_in_container(obj.engine, container, req)
     raise click.exceptions.Exit(code)
 

@@ -170,14 +170,15 @@ def logs(obj: CliContext, follow: bool, tail: str, since: str, until: str, times
 
 @remote("exec")
 def exec_(obj: CliContext, detach: bool, interactive: bool, tty: bool, env: tuple[str, ...],
-          user: str, workdir: str, privileged: bool, container: str,
-          command: tuple[str, ...]) -> None:
+          env_file: tuple[str, ...], user: str, workdir: str, privileged: bool,
+          container: str, command: tuple[str, ...]) -> None:
+    from isobox.cli.container_cmds import exec_env
     from isobox.engine.parse import resolve_env
 
     if interactive or tty:
         raise RemoteUnsupported("`isobox exec -i/-t` (a terminal or stdin to a remote exec)")
-    kw: dict[str, Any] = {"env": resolve_env(list(env)), "user": user, "workdir": workdir,
-                          "privileged": privileged}
+    kw: dict[str, Any] = {"env": resolve_env(exec_env(env, env_file)), "user": user,
+                          "workdir": workdir, "privileged": privileged}
     if detach:
         obj.client.exec_detached(container, list(command), **kw)
         raise click.exceptions.Exit(0)
