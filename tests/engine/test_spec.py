@@ -100,20 +100,24 @@ def test_cwd_terminal_hostname_root(rootfs: str) -> None:
 
 
 def test_user_lookup(rootfs: str) -> None:
-    assert resolve_user(rootfs, "app") == (1000, 1000, [10, 29])
-    assert resolve_user(rootfs, "") == (0, 0, [])
-    assert resolve_user(rootfs, "1000") == (1000, 1000, [10, 29])
-    assert resolve_user(rootfs, "4242") == (4242, 0, [])
-    assert resolve_user(rootfs, "app:wheel") == (1000, 10, [])
-    assert resolve_user(rootfs, "5:7") == (5, 7, [])
+    # moby's getUser: the primary gid first in the supplementary groups (CVE-2022-36109)
+    assert resolve_user(rootfs, "app") == (1000, 1000, [1000, 10, 29])
+    assert resolve_user(rootfs, "") == (0, 0, [0])
+    assert resolve_user(rootfs, "1000") == (1000, 1000, [1000, 10, 29])
+    assert resolve_user(rootfs, "4242") == (4242, 0, [0])
+    assert resolve_user(rootfs, "app:wheel") == (1000, 10, [10])
+    assert resolve_user(rootfs, "5:7") == (5, 7, [7])
+    assert resolve_user(rootfs, ":7") == (0, 7, [7])  # empty user: uid 0, as moby
+    assert resolve_user(rootfs, ":wheel") == (0, 10, [10])
     with pytest.raises(ImageError, match="unable to find user nobody: no matching entries"):
         resolve_user(rootfs, "nobody")
     with pytest.raises(ImageError, match="unable to find group nogroup"):
         resolve_user(rootfs, "app:nogroup")
     s = spec_for(rootfs, {"User": "app"})
-    assert s["process"]["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [10, 29]}
+    assert s["process"]["user"] == {"uid": 1000, "gid": 1000,
+                                    "additionalGids": [1000, 10, 29]}
     s = spec_for(rootfs, {"User": "app"}, user="root")
-    assert s["process"]["user"] == {"uid": 0, "gid": 0}
+    assert s["process"]["user"] == {"uid": 0, "gid": 0, "additionalGids": [0]}
 
 
 def test_capabilities(rootfs: str) -> None:

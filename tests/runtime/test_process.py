@@ -41,7 +41,7 @@ def test_args_env_and_cwd(runtime: Runtime, bundle: Bundle) -> None:
 def test_env_is_exactly_the_config(runtime: Runtime, bundle: Bundle) -> None:
     bundle.config["process"]["env"] = ["PATH=/bin", "ONLY=1"]
     out = run(runtime, bundle, "env")
-    assert sorted(out.split()) == ["ONLY=1", "PATH=/bin"]
+    assert sorted(out.split()) == ["HOME=/root", "ONLY=1", "PATH=/bin"]  # + HOME, as runc
 
 
 def test_missing_executable_and_cwd(runtime: Runtime, bundle: Bundle) -> None:

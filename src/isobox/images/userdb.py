@@ -99,22 +99,27 @@ def _entries(text: str | None, fields: int) -> list[list[str]]:
 
 
 def lookup_user(rootfs: str, spec: str, *, groups: bool = True) -> User:
-    """``user[:group]`` (names or numbers) for the image at ``rootfs``.
+    """``user[:group]`` (names or numbers) for the image at ``rootfs``, as moby's getUser.
 
     A numeric user missing from ``/etc/passwd`` is fine (gid 0, as Docker); a name must
-    exist. ``groups``: also collect the user's supplementary groups from ``/etc/group``."""
+    exist; an empty user (``:1000``) is uid 0, not looked up (libcontainer's default user).
+    ``groups``: also give the supplementary groups, the primary gid first (moby since
+    CVE-2022-36109: a group the process drops out of could otherwise grant it access), then,
+    for a user found in ``/etc/passwd`` without an explicit group, those that list its name
+    in ``/etc/group``; without duplicates."""
     user, _, group = spec.partition(":")
-    if not user:
+    if not user and not group:
         raise UserLookupError(f"invalid user {spec!r}")
     name: str | None = None
+    uid, gid = 0, 0
     if user.isdigit():
-        uid, gid = int(user), 0
+        uid = int(user)
         if not group or groups:
             for p in _entries(read_user_db(rootfs, "/etc/passwd"), 4):
                 if p[2] == user and p[3].isdigit():
                     gid, name = int(p[3]), p[0]
                     break
-    else:
+    elif user:
         for p in _entries(read_user_db(rootfs, "/etc/passwd"), 4):
             if p[0] == user and p[2].isdigit() and p[3].isdigit():
                 uid, gid, name = int(p[2]), int(p[3]), user
@@ -122,7 +127,7 @@ def lookup_user(rootfs: str, spec: str, *, groups: bool = True) -> User:
         else:
             raise UserLookupError(f"unable to find user {user}: no matching entries in "
                                   "passwd file")
-    extra: list[int] = []
+    member_of: list[int] = []
     if group:
         if group.isdigit():
             gid = int(group)
@@ -136,9 +141,9 @@ def lookup_user(rootfs: str, spec: str, *, groups: bool = True) -> User:
                                       "group file")
     elif groups and name is not None:
         for g in _entries(read_user_db(rootfs, "/etc/group"), 4):
-            if name in g[3].split(",") and g[2].isdigit() and int(g[2]) != gid \
-                    and int(g[2]) not in extra:
-                extra.append(int(g[2]))
+            if name in g[3].split(",") and g[2].isdigit():
+                member_of.append(int(g[2]))
+    extra = list(dict.fromkeys([gid, *member_of])) if groups else []
     if uid > MAX_ID or gid > MAX_ID or any(x > MAX_ID for x in extra):
         raise UserLookupError(f"invalid user {spec!r}: id out of range")
     return User(uid, gid, tuple(extra))

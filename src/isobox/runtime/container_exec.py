@@ -169,6 +169,7 @@ def _tenant(config: dict[str, Any], seccomp: Program | None, console_fd: int,
 
             os.setsid()
             setup_terminal(console_fd, process.get("consoleSize"), False)
+        proc.set_default_home(process)  # the container's /etc/passwd; before rlimits, seccomp
         proc.apply_rlimits(process)
         proc.apply_scheduling(process)
         if seccomp is not None and not process.get("noNewPrivileges"):
@@ -177,8 +178,11 @@ def _tenant(config: dict[str, Any], seccomp: Program | None, console_fd: int,
             sec.load_program(seccomp)
         if process.get("noNewPrivileges"):
             sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        cwd = process.get("cwd", "/")
+        in_cwd = proc.try_enter_cwd(cwd)  # as runc: before the user switch, again after
         proc.apply_identity_and_caps(process, "process.json: process")
-        proc.enter_cwd(process.get("cwd", "/"))
+        if not in_cwd:
+            proc.enter_cwd(cwd)
         path = proc.find_executable(process["args"], process.get("env", []))
         keep = {sync.wfd}
         os.closerange(3 + preserve_fds, min(keep))

@@ -231,6 +231,7 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
             sc.setdomainname(config["domainname"])
         if config.get("root", {}).get("readonly"):
             rfs.readonly_root()
+        proc.set_default_home(process)  # the container's /etc/passwd; before rlimits, seccomp
         proc.apply_rlimits(process)
         proc.apply_scheduling(process)
         if "personality" in linux:
@@ -244,8 +245,11 @@ def stage_b(p: InitParams, sync: SyncPipe) -> NoReturn:
                 sec.load_program(seccomp)  # needs CAP_SYS_ADMIN without no_new_privs: now
         if process.get("noNewPrivileges"):
             sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        cwd = process.get("cwd", "/")
+        in_cwd = proc.try_enter_cwd(cwd)  # as runc: before the user switch, again after
         proc.apply_identity_and_caps(process)
-        proc.enter_cwd(process.get("cwd", "/"))
+        if not in_cwd:
+            proc.enter_cwd(cwd)
         path = proc.find_executable(process["args"], process.get("env", []))
         sync.send("ready")
         ready = True

@@ -1,9 +1,10 @@
 """The last steps before ``execve`` of a container process (init or exec'd):
-rlimits, scheduling, identity, capabilities, no_new_privs, cwd check, fd hygiene, seccomp."""
+HOME, rlimits, scheduling, identity, capabilities, no_new_privs, cwd, fd hygiene, seccomp."""
 
 from __future__ import annotations
 
 import posix
+import stat
 
 from isobox.errors import ConfigError, SystemSetupError
 from isobox.linux import pathnames, safepath
@@ -130,12 +131,95 @@ def apply_identity_and_caps(process: dict[str, Any], where: str = "config.json: 
         posix.umask(user["umask"])
 
 
+MAX_PASSWD = 10 * 1024 * 1024  # containerd's bound on /etc/passwd (as isobox.images.userdb)
+_PASSWD_OPEN = posix.O_RDONLY | posix.O_NONBLOCK | posix.O_NOCTTY
+
+
+def set_default_home(process: dict[str, Any]) -> None:
+    """HOME, when ``process.env`` has none or an empty one: the home directory of
+    ``process.user.uid`` in the container's ``/etc/passwd``, "/" without an entry (runc's
+    prepareEnv). Call it inside the container's root (after pivot_root or the mount
+    namespace's setns), before seccomp and the user switch. No env at all stays empty."""
+    env = process.get("env")
+    if env is None:
+        return
+    home = next((e[5:] for e in reversed(env) if e.startswith("HOME=")), "")
+    if home:
+        return
+    uid = process.get("user", {}).get("uid", 0)
+    process["env"] = [e for e in env if not e.startswith("HOME=")] + [f"HOME={passwd_home(uid)}"]
+
+
+def passwd_home(uid: int) -> str:
+    """The home field of the first ``/etc/passwd`` entry of ``uid``, resolved in the current
+    root; "/" when there is none or the file cannot be read (runc: any error, "/"). Only a
+    regular file of at most :data:`MAX_PASSWD` bytes is read: a FIFO or device is never
+    opened for reading (the O_PATH check, then the same inode re-opened)."""
+    data = b""
+    try:
+        rootfd = posix.open("/", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
+        try:
+            pfd = safepath.open_in_root(rootfd, "/etc/passwd")
+            try:
+                st = posix.fstat(pfd)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_PASSWD:
+                    return "/"
+                fd = safepath.open_in_root(rootfd, "/etc/passwd", _PASSWD_OPEN)
+            finally:
+                posix.close(pfd)
+        finally:
+            posix.close(rootfd)
+        try:
+            st2 = posix.fstat(fd)
+            if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
+                return "/"  # swapped between the two opens
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_PASSWD:
+                chunk = posix.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > MAX_PASSWD:
+                return "/"
+            data = b"".join(chunks)
+        finally:
+            posix.close(fd)
+    except OSError:
+        return "/"
+    for line in data.split(b"\n"):
+        f = line.split(b":")
+        if len(f) >= 6 and f[2].isdigit() and len(f[2]) <= 20 and int(f[2]) == uid:
+            return "/" if b"\0" in f[5] else f[5].decode("utf-8", "surrogateescape")
+    return "/"
+
+
+def try_enter_cwd(cwd: str) -> bool:
+    """The chdir runc makes before the user switch: with the runtime's own credentials a
+    directory the container user cannot search (``-u 1000 -w /root``) is still entered.
+    False on EACCES/EPERM only (the user may still reach it: :func:`enter_cwd` after the
+    switch); any other error (ENOENT, ENOTDIR, ...) is final."""
+    try:
+        posix.chdir(cwd)
+    except PermissionError:
+        return False
+    except OSError as e:
+        raise SystemSetupError(f"process.cwd {cwd!r}: {e.strerror}") from None
+    _check_cwd()
+    return True
+
+
 def enter_cwd(cwd: str) -> None:
     """chdir and prove the result is inside the container root (CVE-2024-21626)."""
     try:
         posix.chdir(cwd)
     except OSError as e:
         raise SystemSetupError(f"process.cwd {cwd!r}: {e.strerror}") from None
+    _check_cwd()
+
+
+def _check_cwd() -> None:
     try:
         real = posix.getcwd()
     except FileNotFoundError:
@@ -155,8 +239,6 @@ def find_executable(args: list[str], env: list[str]) -> str:
             if e.startswith("PATH="):
                 path = e[5:]
         candidates = [pathnames.join(d or ".", name) for d in path.split(":")]
-    import stat
-
     found = False
     for cand in candidates:
         try:
