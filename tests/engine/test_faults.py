@@ -66,6 +66,26 @@ def test_a_command_that_cannot_run_exits_126_or_127(isobox: Isobox, command: lis
     assert isobox.ids() == [] and leaks(isobox.root) == []
 
 
+def test_an_exec_that_cannot_run_exits_126_or_127(isobox: Isobox) -> None:
+    """As podman's and docker's exec: 127 not found, 126 not executable; with -d the
+    reason is said too (its stderr goes nowhere)."""
+    isobox("run", "-d", "--name", "execs", "--network", "none", "busybox", "sleep", "300")
+    for args, code, message in (
+            (["nosuchcmd"], 127, 'exec: "nosuchcmd": executable file not found in $PATH'),
+            (["/etc"], 126, 'exec: "/etc": permission denied'),
+            (["-w", "/nonexistent", "pwd"], 127, "No such file or directory")):
+        for detach in ([], ["-d"]):
+            cmd = [a for a in args if a.startswith("-") or a == "/nonexistent"]
+            rest = args[len(cmd):]
+            p = isobox("exec", *detach, *cmd, "execs", *rest, check=False)
+            assert (p.returncode, message in p.stderr) == (code, True), (args, detach, p)
+            assert "Traceback" not in p.stderr
+    assert isobox("exec", "-d", "execs", "true").returncode == 0
+    persist = os.path.join(isobox.run_dir(), "persist", isobox.record("execs")["id"])
+    assert not [n for n in os.listdir(persist) if n.startswith("exec-")]
+    isobox("rm", "-f", "execs")
+
+
 def test_force_removal_of_what_is_not_there_is_no_error(isobox: Isobox) -> None:
     """docker rm -f / rmi -f: a missing object is skipped silently (exit 0)."""
     isobox("create", "--name", "present", "--network", "none", "busybox")

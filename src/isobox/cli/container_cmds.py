@@ -321,12 +321,16 @@ def exec_(obj: CliContext, detach: bool, interactive: bool, tty: bool, env: tupl
           env_file: tuple[str, ...], user: str, workdir: str, privileged: bool,
           container: str, command: tuple[str, ...]) -> None:
     """Execute a command in a running container."""
-    from isobox.engine.execute import ExecRequest, exec_in_container
+    from isobox.engine.execute import ExecRequest, ExecStartError, exec_in_container
 
     req = ExecRequest(args=list(command), detach=detach, interactive=interactive, tty=tty,
                       env=exec_env(env, env_file), user=user, workdir=workdir,
                       privileged=privileged)
-    code = exec_in_container(obj.engine, container, req)
+    try:
+        code = exec_in_container(obj.engine, container, req)
+    except ExecStartError as e:
+        click.echo(f"isobox: error: {e}", err=True)
+        raise click.exceptions.Exit(e.status) from None
     raise click.exceptions.Exit(code)
 
 

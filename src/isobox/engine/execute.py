@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from isobox.errors import ConfigError, ConflictError, SystemSetupError
+from isobox.errors import ConfigError, ConflictError, IsoboxError, SystemSetupError
 
 if TYPE_CHECKING:
     from isobox.engine.engine import Engine
@@ -78,6 +78,15 @@ def check_exec(engine: Engine, ref: str, req: ExecRequest) -> ContainerRow:
     return row
 
 
+class ExecStartError(IsoboxError):
+    """A detached exec whose process did not start: the runtime's reason and exit status
+    (isobox-runtime's 127 or 126 for a command that cannot run, as a shell's)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status if status > 0 else 1
+
+
 @dataclass
 class ExecProcess:
     """A running ``<runtime> exec``; :meth:`finish` waits for it and removes its files."""
@@ -86,6 +95,23 @@ class ExecProcess:
     row: ContainerRow
     files: list[str]
     pid_file: str
+    log_file: str = ""  # the runtime's --log (json lines) of a detached exec
+
+    def error(self) -> str:
+        """The runtime's last error in its log ("" without one)."""
+        message = ""
+        try:
+            with open(self.log_file) as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(entry, dict) and entry.get("level") == "error":
+                        message = str(entry.get("msg") or "")
+        except OSError:
+            pass
+        return message
 
     def pid(self) -> int:
         """The exec'd process's pid once the runtime wrote it (0 before, or without one)."""
@@ -123,6 +149,8 @@ def spawn_exec(engine: Engine, ref: str, req: ExecRequest, *, stdin: Any, stdout
     pid_file = path[:-len(".json")] + ".pid" if want_pid else ""
     if pid_file:
         files.append(pid_file)
+    log = ["--log", path[:-len(".json")] + ".log", "--log-format", "json"] if req.detach else []
+    files += log[1:2]
     try:
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(process))
@@ -135,7 +163,9 @@ def spawn_exec(engine: Engine, ref: str, req: ExecRequest, *, stdin: Any, stdout
             args += ["--pid-file", pid_file]
         args.append(row.id)
         try:
-            proc = subprocess.Popen(rt.argv(*args), stdin=stdin, stdout=stdout, stderr=stderr,
+            argv = rt.argv(*args)
+            argv[1:1] = log  # a global flag: with -d its stderr is nobody's, its log is ours
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr,
                                     start_new_session=new_session)
         except OSError as e:
             raise SystemSetupError(f"cannot run {rt.path}: {e.strerror}") from None
@@ -147,7 +177,7 @@ def spawn_exec(engine: Engine, ref: str, req: ExecRequest, *, stdin: Any, stdout
                 pass
         raise
     engine.event(row, "exec_start", execID=os.path.basename(path))
-    return ExecProcess(proc, row, files, pid_file)
+    return ExecProcess(proc, row, files, pid_file, log[1] if log else "")
 
 
 def exec_in_container(engine: Engine, ref: str, req: ExecRequest) -> int:
@@ -164,8 +194,11 @@ def exec_in_container(engine: Engine, ref: str, req: ExecRequest) -> int:
 
     try:
         code = wait_forwarding(ex.proc)
+        error = ex.error() if req.detach and code != 0 else ""
     finally:
         ex.finish(ex.proc.returncode)
+    if error:  # -d: its stderr went nowhere, so the reason is said here
+        raise ExecStartError(error, code)
     return code if code >= 0 else 128 - code
 
 

@@ -230,7 +230,7 @@ def run_cli(args: list[str], prog: str, commands: dict[str, tuple[dict[str, str]
         return dispatch(cmd, flags, pos, open_store(gflags.get("root")))
     except IsoboxError as e:
         LOG.error(str(e))
-        return 1
+        return int(getattr(e, "exit_status", 1))  # exec: 126/127 for a command that cannot run
     except KeyboardInterrupt:
         return 130
     except OSError as e:

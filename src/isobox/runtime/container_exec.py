@@ -110,7 +110,7 @@ def exec_process(store: StateStore, cid: str, process: dict[str, Any], opts: Exe
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
-        raise IsoboxError(error)
+        raise ExecFailed(error)
     if not pid:
         raise SystemSetupError("the exec'd process did not start")
     if opts.pid_file:
@@ -120,6 +120,20 @@ def exec_process(store: StateStore, cid: str, process: dict[str, Any], opts: Exe
     from isobox.runtime.waiting import wait_forwarding_signals
 
     return wait_forwarding_signals(pid)
+
+
+class ExecFailed(IsoboxError):
+    """The process could not be started; its exit status is a shell's for that (127: no such
+    command, 126: not executable), which callers such as podman and docker report."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        low = message.lower()
+        self.exit_status = 1
+        if "executable file not found" in low or "no such file or directory" in low:
+            self.exit_status = 127
+        elif any(s in low for s in ("permission denied", "is a directory", "not a directory")):
+            self.exit_status = 126
 
 
 def _preload() -> None:
