@@ -435,7 +435,7 @@ def test_cli_export_snapshot(store_root: str, tmp_path: Any) -> None:
             p = isobox(store_root, "export", "-o", str(tmp_path / "e.tar"), "ibx-export-test")
             assert p.returncode == 0 and (tmp_path / "e.tar").stat().st_size > 0
             p = isobox(store_root, "export", "nosuch")
-            assert p.returncode == 1 and b"no such snapshot" in p.stderr
+            assert p.returncode == 1 and b"No such container: nosuch" in p.stderr
         finally:
             snaps.remove("ibx-export-test")
 

@@ -67,3 +67,17 @@ def test_errors_at_run_time_name_the_problem(fmt: str, message: str) -> None:
 def test_syntax_errors_before_anything_runs(fmt: str) -> None:
     with pytest.raises(TemplateError):
         parse(fmt)
+
+
+def test_escapes_in_strings_and_bad_calls_are_no_traceback() -> None:
+    """Review findings: quoted \\n/\\t are Go escapes (was a JSONDecodeError traceback);
+    a function given the wrong arguments is a TemplateError (was IndexError/ValueError);
+    index of a missing key, or of a null map, is Go's zero value for Docker's string maps."""
+    doc = {"Names": ["a", "b"], "Config": {"Labels": None}, "A": "x"}
+    assert render(parse('{{join .Names "\\n"}}|{{printf "%s\\t%s" .A .A}}'), doc) == \
+        "a\nb|x\tx"
+    assert render(parse('[{{index .Config.Labels "k"}}]'), doc) == "[]"
+    for fmt in ("{{and}}", "{{or}}", "{{lt 1}}", '{{truncate .A "z"}}', '{{split .A ""}}',
+                '{{printf "%1.1.1d" 1}}'):
+        with pytest.raises(TemplateError):
+            render(parse(fmt), doc)

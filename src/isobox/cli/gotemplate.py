@@ -88,13 +88,18 @@ class _Node:
     orelse: list[_Node] = field(default_factory=list)
 
 
+def _unescape(text: str) -> str:
+    """``\\n`` and ``\\t`` typed in a shell, outside actions (the docker CLI's listings)."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def pieces(fmt: str) -> list[tuple[bool, str]]:
     out: list[tuple[bool, str]] = []
-    rest = fmt.replace("\\n", "\n").replace("\\t", "\t")
+    rest = fmt
     while rest:
         start = rest.find("{{")
         if start < 0:
-            out.append((False, rest))
+            out.append((False, _unescape(rest)))
             break
         end = rest.find("}}", start)
         if end < 0:
@@ -106,7 +111,7 @@ def pieces(fmt: str) -> list[tuple[bool, str]]:
         after = rest[end + 2:]
         if inner.endswith("-"):
             inner, after = inner[:-1], after.lstrip()
-        out.append((False, text))
+        out.append((False, _unescape(text)))
         out.append((True, inner.strip()))
         rest = after
     return out
@@ -203,11 +208,11 @@ def _printf(fmt: str, *args: Any) -> str:
 
 def _index(v: Any, *keys: Any) -> Any:
     for k in keys:
+        if v is None or (isinstance(v, dict) and k not in v):
+            return ""  # Go: the zero value of a missing key (Docker's maps are of strings)
         try:
             v = v[int(k)] if isinstance(v, list | tuple) else v[k]
         except (KeyError, IndexError, TypeError, ValueError):
-            if isinstance(v, dict):
-                return NO_VALUE
             raise TemplateError(f"index of {k}: not found") from None
     return v
 
@@ -285,7 +290,10 @@ class _Scope:
 
     def arg(self, word: str, dot: Any) -> Any:
         if word.startswith('"'):
-            return json.loads(word)
+            try:
+                return json.loads(word, strict=False)
+            except ValueError:
+                raise TemplateError(f"bad quoted string {word}") from None
         if word.startswith("`"):
             return word[1:-1]
         if word in ("true", "false"):
@@ -329,10 +337,17 @@ class _Scope:
             args = [self.arg(w, dot) for w in rest] + piped
             try:
                 return FUNCS[head](*args)
-            except TypeError:
-                raise TemplateError(f"wrong arguments for {head}") from None
+            except TemplateError:
+                raise
+            except Exception:  # a wrong count or type of arguments: Go's error, not ours
+                raise TemplateError(f"error calling {head}: bad arguments") from None
         if head.startswith(".") and head[1:] in self.methods:
-            return self.methods[head[1:]](*[self.arg(w, dot) for w in rest], *piped)
+            try:
+                return self.methods[head[1:]](*[self.arg(w, dot) for w in rest], *piped)
+            except TemplateError:
+                raise
+            except Exception:
+                raise TemplateError(f"error calling {head}: bad arguments") from None
         if rest or piped:
             raise TemplateError(f"can't give arguments to {head}")
         return self.arg(head, dot)

@@ -95,10 +95,15 @@ def stop_container(engine: Engine, ref: str, timeout: int | None = None,
             kill_locked(engine, row, sig)
     # The grace period is waited out unlocked: a `kill` meanwhile is not held up by it.
     # A negative timeout waits for as long as it takes, as Docker's.
+    run = (row.pid, row.started_at)  # the run this stop is about
     if grace == 0 or not wait_exit(engine, row, grace if grace > 0 else None):
-        with engine.locked(row.id) as row:
-            if row.status in ("running", "paused"):
-                kill_locked(engine, row, "KILL")
+        try:
+            with engine.locked(row.id) as now:
+                # not a run started (or a container removed) while the lock was free
+                if now.status in ("running", "paused") and (now.pid, now.started_at) == run:
+                    kill_locked(engine, now, "KILL")
+        except NotFoundError:
+            return row
         wait_exit(engine, row, 30.0)
     handle_exit(engine, row.id, restart_allowed=False)
     engine.event(row, "stop")

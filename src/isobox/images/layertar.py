@@ -197,7 +197,15 @@ class _Writer:
     def _file(self, e: _Entry, name: str) -> None:
         if self._hardlink(e, name):
             return
-        fd = os.open(e.name, O_FILE, dir_fd=e.parent)
+        # O_PATH first: a device node swapped in for the file (a container has CAP_MKNOD)
+        # is never opened for reading, which for some devices acts (a watchdog arms)
+        pfd = os.open(e.name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=e.parent)
+        try:
+            if not stat.S_ISREG(os.fstat(pfd).st_mode):
+                raise OSError(errno.EAGAIN, f"{e.rel} changed while being read", e.rel)
+            fd = os.open(f"/proc/self/fd/{pfd}", O_FILE & ~os.O_NOFOLLOW)  # the pinned inode
+        finally:
+            os.close(pfd)
         with open(fd, "rb", buffering=0, closefd=True) as f:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):

@@ -394,7 +394,18 @@ class NetworkManager:
         recorded = {nft.port_element(e["host_ip"], e["protocol"], e["host_port"], e["ip"],
                                      e["container_port"])
                     for entries in st["ports"].values() for e in entries}
-        stray = [e for e in nft.port_elements(self.table) if e not in recorded]
+        def norm(e: tuple[str, str, str]) -> tuple[str, ...]:
+            return (e[0], *(x.strip().lower() for x in f"{e[1]} . {e[2]}".split(".")))
+
+        known = {norm(e) for e in recorded}
+        # only elements read back in the form we write (numbers, tcp/udp): anything printed
+        # otherwise (a service name, another nft's spelling) is left alone, never dropped
+        def ours(e: tuple[str, str, str]) -> bool:
+            key, value = e[1].split(" . "), e[2].split(" . ")
+            return (len(key) >= 2 and key[-2] in ("tcp", "udp") and key[-1].isdigit()
+                    and value[-1].isdigit())
+
+        stray = [e for e in nft.port_elements(self.table) if norm(e) not in known and ours(e)]
         if stray:
             batch = nft.Batch(self.table, create=False)
             for elem in stray:

@@ -107,7 +107,11 @@ def port_elements(table: str) -> list[tuple[str, str, str]]:
                               capture_output=True, text=True)
         if proc.returncode != 0:
             continue
-        for obj in json.loads(proc.stdout).get("nftables", []):
+        try:
+            objs = json.loads(proc.stdout).get("nftables", [])
+        except (ValueError, AttributeError):
+            continue
+        for obj in objs:
             for key, value in (obj.get("map") or {}).get("elem") or []:
                 out.append((name, " . ".join(str(k) for k in key["concat"]),
                             " . ".join(str(v) for v in value["concat"])))
