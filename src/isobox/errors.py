@@ -42,3 +42,15 @@ class VerificationError(ImageError):
 
 class RegistryError(ImageError):
     """A registry refused a request or answered something we cannot use."""
+
+
+def command_failure_status(message: str) -> int:
+    """A shell's status for a command that could not be run, from the runtime's message:
+    127 not found (or no such cwd), 126 not runnable, 0 when the message is neither (as the
+    docker CLI's runStartContainerErr and podman read it)."""
+    low = message.lower()
+    if "executable file not found" in low or "no such file or directory" in low:
+        return 127
+    if any(s in low for s in ("permission denied", "is a directory", "not a directory")):
+        return 126
+    return 0

@@ -12,7 +12,7 @@ from isobox.cli.context import CliContext
 from isobox.cli.main import cli
 from isobox.cli.output import for_each
 from isobox.cli.run_flags import build_options, create_flags
-from isobox.errors import IsoboxError, NotFoundError
+from isobox.errors import IsoboxError, NotFoundError, command_failure_status
 
 if TYPE_CHECKING:
     from isobox.engine.engine import Engine
@@ -38,9 +38,10 @@ class RunError(click.ClickException):
     def of_start(cls, message: str) -> RunError:
         """A failed start, with the docker CLI's status: 127 when the command was not found,
         126 when it could not be run, 125 otherwise (docker's runStartContainerErr)."""
-        if "executable file not found" in message or "no such file or directory" in message:
+        status = command_failure_status(message)
+        if status == 127:
             return _CommandNotFound(message)
-        if "permission denied" in message or "is a directory" in message:
+        if status == 126:
             return _CommandNotRunnable(message)
         return cls(message)
 

@@ -20,12 +20,6 @@ def go_time(unix: float) -> str:
         "%Y-%m-%d %H:%M:%S +0000 UTC")
 
 
-def check_template(fmt: str) -> None:
-    """The template's syntax, checked before any object is rendered (so a bad template fails
-    even when there is nothing to print)."""
-    parse(fmt)
-
-
 def render_template(fmt: str, obj: Any, methods: Methods | None = None) -> str:
     """``fmt`` (Go's text/template, the part scripts use: :mod:`isobox.cli.gotemplate`)
     over ``obj``, a JSON document; ``methods`` such as a listing's ``{{.Label "k"}}``."""

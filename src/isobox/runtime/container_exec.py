@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from isobox.errors import ConflictError, IsoboxError, SystemSetupError
+from isobox.errors import ConflictError, IsoboxError, SystemSetupError, command_failure_status
 from isobox.linux import syscalls as sc
 from isobox.runtime.namespaces import JOIN_ORDER, NS_FLAGS, PROC_NAMES
 from isobox.runtime.state import StateStore, write_atomic
@@ -128,12 +128,7 @@ class ExecFailed(IsoboxError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        low = message.lower()
-        self.exit_status = 1
-        if "executable file not found" in low or "no such file or directory" in low:
-            self.exit_status = 127
-        elif any(s in low for s in ("permission denied", "is a directory", "not a directory")):
-            self.exit_status = 126
+        self.exit_status = command_failure_status(message) or 1
 
 
 def _preload() -> None:
